@@ -1,0 +1,65 @@
+"""Built-in data sources: scikit-learn's shipped digits, .npz files, and a Python callable."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from compress.data.base import Split, Splits, seeded_splits
+from compress.errors import InputError
+
+if TYPE_CHECKING:
+    from compress.recipe import DataConfig, LoadedRecipe
+
+_SPLIT_NAMES = ("train", "calibration", "test")
+
+
+def digits(config: DataConfig, loaded: LoadedRecipe) -> Splits:
+    """scikit-learn's 1,797 8x8 digit images (shipped with the package: no download), scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
+    y = bunch.target.astype(np.int64)
+    return seeded_splits(x, y, calibration_fraction=config.calibration_fraction,
+                         test_fraction=config.test_fraction, seed=config.seed, source="digits")
+
+
+def _from_arrays(arrays: dict[str, np.ndarray], config: DataConfig, origin: str, file: str) -> Splits:
+    """Either `x` (+ `y`) to split with the seed, or ready splits `train_x`, `train_y`, ..."""
+    if "x" in arrays:
+        return seeded_splits(arrays["x"], arrays.get("y"), calibration_fraction=config.calibration_fraction,
+                             test_fraction=config.test_fraction, seed=config.seed, source=origin)
+    if all(f"{name}_x" in arrays for name in _SPLIT_NAMES):
+        splits = {name: Split(arrays[f"{name}_x"], arrays.get(f"{name}_y")) for name in _SPLIT_NAMES}
+        return Splits(**splits, source=origin)
+    raise InputError(f"{origin} has arrays {sorted(arrays)}; expected 'x' (and 'y'), or "
+                     "'train_x', 'calibration_x', 'test_x' (and their '_y')", file=file, field="data")
+
+
+def npz(config: DataConfig, loaded: LoadedRecipe) -> Splits:
+    assert config.path is not None  # the recipe schema requires it for this source
+    path = loaded.resolve_path(config.path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:  # no pickle: arrays only
+            arrays = {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise InputError(f"data file not found: {path}", file=str(loaded.path), field="data.path") from None
+    except (ValueError, OSError) as exc:
+        raise InputError(f"cannot read {path} as .npz: {exc}", file=str(loaded.path), field="data.path") from None
+    return _from_arrays(arrays, config, path.name, str(loaded.path))
+
+
+def from_callable(config: DataConfig, loaded: LoadedRecipe) -> Splits:
+    """`module:attr` returning a dict of arrays, in the same layout as an .npz file."""
+    from compress.modelio import resolve_object
+
+    assert config.callable is not None
+    function = resolve_object(config.callable, loaded.folder, file=str(loaded.path), field="data.callable")
+    arrays = function()
+    if not isinstance(arrays, dict):
+        raise InputError(f"{config.callable} returned {type(arrays).__name__}, expected a dict of arrays",
+                         file=str(loaded.path), field="data.callable")
+    return _from_arrays({k: np.asarray(v) for k, v in arrays.items()}, config, config.callable,
+                        str(loaded.path))

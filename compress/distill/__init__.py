@@ -1,0 +1,1 @@
+"""Knowledge distillation from a teacher into the (pruned) student."""

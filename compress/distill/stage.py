@@ -1,0 +1,84 @@
+"""`distill`: fine-tune the student on the train split against a teacher's softened logits.
+
+Loss = alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * cross-entropy(student, labels);
+the T^2 keeps the soft term's gradients on the scale of the hard one (Hinton et al., 2015).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from compress.stage import StageContext, StageResult
+
+if TYPE_CHECKING:
+    import torch
+
+
+class TeacherModel(BaseModel):
+    """Another model to learn from: a factory (+ weights) or a trusted whole-model file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    factory: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = None
+    file: str | None = None
+    trust: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherModel:
+        if (self.factory is None) == (self.file is None):
+            raise ValueError("give exactly one of 'factory' or 'file'")
+        return self
+
+
+class DistillConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: Literal["original"] | TeacherModel = "original"
+    epochs: int = Field(5, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, gt=0)
+    temperature: float = Field(4.0, gt=0)
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.7
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class DistillStage:
+    Config = DistillConfig
+    requires = ("torch",)
+
+    def __init__(self, config: DistillConfig) -> None:
+        self.config = config
+
+    def _teacher(self, ctx: StageContext) -> torch.nn.Module:
+        if self.config.teacher == "original":
+            return ctx.original
+        from compress.modelio import build_model
+
+        return build_model(self.config.teacher, ctx.recipe, prefix="distill.teacher")  # type: ignore[arg-type]
+
+    def run(self, model: torch.nn.Module, ctx: StageContext) -> StageResult:
+        import torch
+        import torch.nn.functional as F
+
+        from compress.train import fit
+
+        config = self.config
+        teacher = self._teacher(ctx).eval()
+        temperature, alpha = config.temperature, config.alpha
+
+        def loss_fn(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                teacher_logits = teacher(inputs)
+            soft = F.kl_div(F.log_softmax(logits / temperature, dim=-1),
+                            F.softmax(teacher_logits / temperature, dim=-1),
+                            reduction="batchmean") * temperature ** 2
+            return alpha * soft + (1 - alpha) * F.cross_entropy(logits, labels)
+
+        history = fit(model, ctx.data.train, epochs=config.epochs, lr=config.lr,
+                      batch_size=config.batch_size, seed=ctx.seed, loss_fn=loss_fn, console=ctx.console,
+                      description="distill", weight_decay=config.weight_decay)
+        return StageResult(model=model, info={"epoch_losses": [round(v, 5) for v in history]})

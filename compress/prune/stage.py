@@ -1,0 +1,161 @@
+"""`prune`: remove whole channels (torch-pruning), to a channel, MACs or parameter target.
+
+A MACs or parameter target is met by searching the channel ratio on copies of the model, since
+MACs fall faster than channels (roughly with the square of the kept fraction in a CNN).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from compress.errors import InputError, StageError
+from compress.stage import StageContext, StageResult
+
+if TYPE_CHECKING:
+    import torch
+
+
+class PruneConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    importance: Literal["l1", "l2", "taylor"] = "l2"
+    pruning_ratio: Annotated[float, Field(gt=0, lt=1)] | None = None
+    target_macs_ratio: Annotated[float, Field(gt=0, lt=1)] | None = None
+    target_params_ratio: Annotated[float, Field(gt=0, lt=1)] | None = None
+    iterative_steps: int = Field(4, gt=0)
+    ignore: list[str] = Field(default_factory=list)
+    global_pruning: bool = False
+    round_to: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PruneConfig:
+        given = [k for k in ("pruning_ratio", "target_macs_ratio", "target_params_ratio") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of pruning_ratio, target_macs_ratio, target_params_ratio")
+        return self
+
+
+def _output_layers(model: torch.nn.Module, example: torch.Tensor) -> list[torch.nn.Module]:
+    """Layers whose output is the model's output: pruning them would change what the model means."""
+    import torch
+
+    produced: dict[int, torch.nn.Module] = {}
+    hooks = [m.register_forward_hook(lambda mod, _i, out: produced.__setitem__(id(out), mod))
+             for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            out = model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    outputs = out if isinstance(out, (tuple, list)) else [out]
+    return [produced[id(o)] for o in outputs if id(o) in produced]
+
+
+class PruneStage:
+    Config = PruneConfig
+    requires = ("torch_pruning",)
+    install_hint = "pip install torch-pruning"
+
+    def __init__(self, config: PruneConfig) -> None:
+        self.config = config
+
+    def _ignored(self, model: torch.nn.Module, example: torch.Tensor, file: str) -> list[torch.nn.Module]:
+        named = dict(model.named_modules())
+        ignored = _output_layers(model, example)
+        for index, pattern in enumerate(self.config.ignore):
+            hits = [module for name, module in named.items() if name and fnmatch.fnmatchcase(name, pattern)]
+            if not hits:
+                raise InputError(f"{pattern!r} matches no layer (layers: {', '.join(n for n in named if n)[:200]})",
+                                 file=file, field=f"prune.ignore[{index}]")
+            ignored.extend(hits)
+        return ignored
+
+    def _prune(self, model: torch.nn.Module, ratio: float, ctx: StageContext, file: str) -> list[int]:
+        """Prune `model` in place to a channel ratio, in iterative steps; MACs after each step."""
+        import torch
+        import torch.nn.functional as F
+        import torch_pruning as tp
+
+        example = ctx.example_input()
+        config = self.config
+        if config.importance == "taylor":
+            importance = tp.importance.GroupTaylorImportance()
+        else:
+            importance = tp.importance.GroupMagnitudeImportance(p=1 if config.importance == "l1" else 2)
+        pruner = tp.pruner.BasePruner(
+            model, example, importance=importance, pruning_ratio=ratio,
+            iterative_steps=config.iterative_steps, ignored_layers=self._ignored(model, example, file),
+            global_pruning=config.global_pruning, round_to=config.round_to)
+        macs_per_step = []
+        batch = ctx.data.train.head(256)
+        for _ in range(config.iterative_steps):
+            if config.importance == "taylor":
+                if batch.y is None:
+                    raise InputError("taylor importance needs labelled training data", file=file,
+                                     field="prune.importance")
+                model.zero_grad()
+                F.cross_entropy(model(torch.from_numpy(batch.x)), torch.from_numpy(batch.y)).backward()
+            pruner.step()
+            macs_per_step.append(int(tp.utils.count_ops_and_params(model, example)[0]))
+        model.zero_grad(set_to_none=True)
+        return macs_per_step
+
+    def run(self, model: torch.nn.Module, ctx: StageContext) -> StageResult:
+        import torch_pruning as tp
+
+        file = str(ctx.recipe.path)
+        config = self.config
+        example = ctx.example_input()
+        base_macs, base_params = (int(v) for v in tp.utils.count_ops_and_params(model, example))
+        searched = None
+        if config.pruning_ratio is not None:
+            ratio = config.pruning_ratio
+        else:
+            ratio, searched = self._search_ratio(model, ctx, file, base_macs, base_params)
+        model.eval()
+        self._prune(model, ratio, ctx, file)
+        model.eval()
+        macs, params = (int(v) for v in tp.utils.count_ops_and_params(model, example))
+        info = {"pruning_ratio": round(ratio, 4), "macs_before": base_macs, "macs_after": macs,
+                "params_before": base_params, "params_after": params,
+                "macs_ratio": round(macs / base_macs, 4), "params_ratio": round(params / base_params, 4)}
+        if searched is not None:
+            info["search_steps"] = searched
+        return StageResult(model=model, info=info)
+
+    def _search_ratio(self, model: torch.nn.Module, ctx: StageContext, file: str, base_macs: int,
+                      base_params: int) -> tuple[float, int]:
+        """Smallest channel ratio whose pruned copy meets the MACs / parameter target (bisection)."""
+        import torch_pruning as tp
+
+        by_macs = self.config.target_macs_ratio is not None
+        target = self.config.target_macs_ratio if by_macs else self.config.target_params_ratio
+        assert target is not None
+        base = base_macs if by_macs else base_params
+        example = ctx.example_input()
+
+        def achieved(ratio: float) -> float:
+            trial = copy.deepcopy(model)
+            self._prune(trial, ratio, ctx, file)
+            macs, params = tp.utils.count_ops_and_params(trial, example)
+            return float(macs if by_macs else params) / base
+
+        low, high, steps = 0.0, 0.95, 0
+        best = achieved(high)
+        if best > target:
+            name = "target_macs_ratio" if by_macs else "target_params_ratio"
+            raise StageError(f"cannot reach {name} {target}: pruning 95% of the prunable channels "
+                             f"leaves {best:.3f} (ignored layers limit it)", file=file, field=f"prune.{name}")
+        while high - low > 0.005:
+            middle = (low + high) / 2
+            steps += 1
+            if achieved(middle) <= target:
+                high = middle
+            else:
+                low = middle
+        return high, steps

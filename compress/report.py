@@ -1,0 +1,96 @@
+"""What a person reads: the results table and a few headline comparisons."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from compress.results import Measurement, Results
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.3f} MB" if size < 10e6 else f"{size / 1e6:.1f} MB"
+
+
+def _count(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return str(value)
+
+
+def render_table(results: Results) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    metric = results.task.get("metric", "metric")
+    table = Table(title=f"{results.recipe_name} · run {results.run_id}")
+    for column in ("artifact", "format", "precision", "runtime", "target", "threads", metric, "agreement",
+                   "size", "params", "MACs", "p50 ms", "p90 ms", "p99 ms", "runs"):
+        numeric = column not in ("artifact", "format", "precision", "runtime", "target")
+        table.add_column(column, justify="right" if numeric else "left")
+    for m in results.measurements:
+        artifact = results.artifact(m.artifact)
+        lat = m.latency
+        row = [m.artifact, artifact.format, artifact.precision, m.runtime, m.target, str(m.threads),
+               f"{m.metric[metric]:.4f}" if metric in m.metric else "-",
+               f"{m.agreement:.4f}" if m.agreement is not None else "-",
+               _mb(artifact.size_bytes), _count(artifact.params), _count(artifact.macs),
+               f"{lat.p50_ms:.3f}" if lat else m.status, f"{lat.p90_ms:.3f}" if lat else "-",
+               f"{lat.p99_ms:.3f}" if lat else "-", str(lat.runs) if lat else "-"]
+        table.add_row(*row)
+    console = Console(record=True, width=200, file=io.StringIO())
+    console.print(table)
+    lines = [console.export_text()]
+    for key, value in results.summary.items():
+        lines.append(f"{key}: {value}")
+    failed = [m for m in results.measurements if m.status not in ("ok", "skipped")]
+    for m in failed:
+        lines.append(f"INCOMPLETE {m.artifact} on {m.runtime} ({m.target}): {m.status}: {m.error}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _first(results: Results, artifact: str, runtime: str | None = None) -> Measurement | None:
+    for m in results.measurements:
+        if m.artifact == artifact and m.status == "ok" and (runtime is None or m.runtime == runtime):
+            return m
+    return None
+
+
+def summarize(results: Results) -> dict[str, Any]:
+    """Headline comparisons: what pruning, distillation and int8 each cost and bought."""
+    metric = results.task.get("metric", "metric")
+    summary: dict[str, Any] = {}
+    by_name = {a.name: a for a in results.artifacts}
+    torch_chain = [a for a in results.artifacts if a.format == "torch"]
+    original, final = torch_chain[0], torch_chain[-1]
+    if final is not original and original.macs and final.macs:
+        summary["final_macs_ratio"] = round(final.macs / original.macs, 4)
+    base, last = _first(results, original.name, "torch"), _first(results, final.name, "torch")
+    if final is not original and base and last and metric in base.metric and metric in last.metric:
+        summary[f"final_{metric}_delta_points"] = round(100 * (last.metric[metric] - base.metric[metric]), 2)
+    for artifact in results.artifacts:
+        if artifact.precision != "int8" or artifact.parent is None:
+            continue
+        parent = next((a for a in by_name.values() if a.id == artifact.parent), None)
+        if parent is None:
+            continue
+        key = artifact.name
+        summary[f"{key}_size_ratio_vs_fp32"] = round(parent.size_bytes / artifact.size_bytes, 2)
+        for m in results.measurements:
+            if m.artifact != key or m.status != "ok":
+                continue
+            fp32 = next((p for p in results.measurements if p.artifact == parent.name and p.runtime == m.runtime
+                         and p.target == m.target and p.threads == m.threads and p.status == "ok"), None)
+            if fp32 is None:
+                continue
+            if metric in m.metric and metric in fp32.metric:
+                summary[f"{key}_{metric}_delta_points_vs_fp32"] = round(
+                    100 * (m.metric[metric] - fp32.metric[metric]), 2)
+            if m.latency and fp32.latency:
+                summary[f"{key}_speedup_p50_vs_fp32_{m.runtime}_{m.threads}t"] = round(
+                    fp32.latency.p50_ms / m.latency.p50_ms, 2)
+    return summary

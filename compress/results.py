@@ -1,0 +1,96 @@
+"""results.json: the typed, versioned record of a run. Gates and reports read this.
+
+Bump RESULTS_SCHEMA_VERSION when a field changes meaning or is removed; adding a field is
+backward compatible. docs/results.md describes every field; `compress schema --results` prints
+the JSON Schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RESULTS_SCHEMA_VERSION = 1
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LatencyStats(_Record):
+    """Milliseconds per call of `batch_size` samples, from the device agent."""
+
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    runs: int
+    seconds: float
+    throughput_per_s: float = Field(description="samples per second at this batch size")
+    batch_size: int
+    threads: int
+    warmup: int
+
+
+class ArtifactRecord(_Record):
+    name: str
+    id: str
+    format: str
+    precision: str
+    path: str = Field(description="relative to the run folder")
+    sha256: str
+    size_bytes: int
+    params: int | None = None
+    macs: int | None = Field(None, description="multiply-accumulates per sample, from the torch parent")
+    lineage: list[str]
+    parent: str | None = None
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class Measurement(_Record):
+    """One artifact on one runtime, target and thread count."""
+
+    artifact: str
+    runtime: str
+    target: str
+    threads: int
+    status: Literal["ok", "failed", "timeout", "skipped"]
+    error: str | None = None
+    metric: dict[str, float] = Field(default_factory=dict, description="task metric(s) on the test split")
+    agreement: float | None = Field(None, description="share of test samples whose top-1 matches the original model's")
+    latency: LatencyStats | None = None
+    runtime_version: str | None = None
+    device: dict[str, Any] = Field(default_factory=dict)
+
+
+class StageRecord(_Record):
+    name: str
+    artifact: str
+    cached: bool
+    seconds: float
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class Results(_Record):
+    schema_version: Literal[1] = RESULTS_SCHEMA_VERSION
+    compress_version: str
+    run_id: str
+    recipe: str
+    recipe_name: str
+    started: str
+    finished: str
+    status: Literal["complete", "incomplete"] = Field(
+        description="incomplete when any measurement failed or timed out: never a pass")
+    task: dict[str, Any]
+    data: dict[str, Any]
+    stages: list[StageRecord]
+    artifacts: list[ArtifactRecord]
+    measurements: list[Measurement]
+    summary: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, str]
+
+    def artifact(self, name: str) -> ArtifactRecord:
+        return next(a for a in self.artifacts if a.name == name)

@@ -1,0 +1,67 @@
+"""A small supervised training loop shared by from-scratch training and distillation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from compress.data import Split, batches
+
+if TYPE_CHECKING:
+    import torch
+    from rich.console import Console
+
+LossFn = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, batch_size: int, seed: int,
+        loss_fn: LossFn, console: Console, description: str, weight_decay: float = 0.0) -> list[float]:
+    """Train with Adam and a cosine schedule; `loss_fn(logits, labels, inputs)`. Returns the mean
+    loss of each epoch."""
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if split.y is None:
+        raise ValueError("training needs labels")
+    seed_everything(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = -(-len(split) // batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+    history: list[float] = []
+    model.train()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=epochs * steps_per_epoch, loss=float("nan"))
+        for epoch in range(epochs):
+            total, count = 0.0, 0
+            for x, y in batches(split, batch_size, shuffle=True, seed=seed + epoch):
+                inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
+                optimizer.zero_grad()
+                loss = loss_fn(model(inputs), labels, inputs)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                total += float(loss) * len(x)
+                count += len(x)
+                progress.update(task, advance=1, loss=total / count)
+            history.append(total / count)
+    model.eval()
+    return history
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, _inputs: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits, labels)

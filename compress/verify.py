@@ -1,0 +1,98 @@
+"""Verify every artifact on every runtime that loads its format, on every target.
+
+Each measurement is the device agent in its own process: it keeps the outputs of the test split
+(so accuracy comes from the very process that was timed) and times batch-`latency.batch_size`
+calls after a warm-up. Agreement is against the original torch model's predictions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from compress import metrics as metric_functions
+from compress import registry
+from compress.results import LatencyStats, Measurement
+
+if TYPE_CHECKING:
+    import torch
+    from rich.console import Console
+
+    from compress.artifact import Artifact
+    from compress.data import Splits
+    from compress.recipe import LoadedRecipe
+
+
+def reference_outputs(model: torch.nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return np.concatenate([model(torch.from_numpy(x[i:i + batch_size])).numpy()
+                               for i in range(0, len(x), batch_size)])
+
+
+class Verifier:
+    def __init__(self, loaded: LoadedRecipe, data: Splits, original: torch.nn.Module, folder: Path,
+                 console: Console) -> None:
+        self.loaded = loaded
+        self.config = loaded.recipe.verify
+        self.data = data
+        self.folder = folder
+        self.console = console
+        self.reference = reference_outputs(original, data.test.x)
+        file = str(loaded.path)
+        self.metric_name = loaded.recipe.task.metric
+        self.metric = registry.load("compress.metrics", self.metric_name, file=file, field="task.metric")
+        self.runtimes = [registry.require("compress.runtimes", name, file=file, field=f"verify.runtimes[{i}]")
+                         for i, name in enumerate(self.config.runtimes)]
+        self.targets = [(name, registry.load("compress.targets", name, file=file, field=f"verify.targets[{i}]")())
+                        for i, name in enumerate(self.config.targets)]
+
+    def verify(self, artifacts: list[Artifact]) -> list[Measurement]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        inputs = self.folder / "inputs.npz"
+        np.savez(inputs, **{self.loaded.recipe.model.input.name: self.data.test.x})
+        measurements = []
+        for artifact in artifacts:
+            for runtime in self.runtimes:
+                if artifact.format not in runtime.formats:
+                    continue
+                for target_name, target in self.targets:
+                    measurements.extend(self._measure(artifact, runtime, target_name, target, inputs))
+        return measurements
+
+    def _measure(self, artifact: Artifact, runtime: Any, target_name: str, target: Any,
+                 inputs: Path) -> list[Measurement]:
+        latency = self.config.latency
+        results: list[Measurement] = []
+        scores: dict[str, float] = {}
+        agreement: float | None = None
+        for position, threads in enumerate(latency.threads):
+            outputs = self.folder / f"{artifact.name}.{runtime.name}.{target_name}.npz"
+            request = {
+                "protocol": 1, "model": str(artifact.path), "runtime": runtime.name, "device": "cpu",
+                "threads": threads, "inputs": str(inputs), "batch_size": self.loaded.recipe.data.batch_size,
+                "outputs": str(outputs) if position == 0 else None,
+                "latency": {"warmup": latency.warmup, "min_runs": latency.min_runs,
+                            "min_seconds": latency.min_seconds, "batch_size": latency.batch_size,
+                            "max_seconds": max(10 * latency.min_seconds, 60.0)},
+            }
+            self.console.log(f"verify [bold]{artifact.name}[/] on {runtime.name} ({target_name}, {threads} thread"
+                             f"{'s' if threads > 1 else ''})")
+            response = target.measure(request, self.config.timeout_s)
+            if response.get("ok") and position == 0:
+                with np.load(outputs, allow_pickle=False) as archive:
+                    logits = archive["output_0"]
+                if self.data.test.y is not None:
+                    scores[self.metric_name] = float(self.metric(logits, self.data.test.y))
+                agreement = metric_functions.agreement(logits, self.reference)
+            status = response.get("status", "ok" if response.get("ok") else "failed")
+            results.append(Measurement(
+                artifact=artifact.name, runtime=runtime.name, target=target_name, threads=threads,
+                status=status, error=response.get("error"), metric=dict(scores), agreement=agreement,
+                latency=LatencyStats(**response["latency"]) if response.get("latency") else None,
+                runtime_version=(response.get("runtime") or {}).get("version"),
+                device=response.get("device") or {}))
+        return results

@@ -1,0 +1,1 @@
+"""Small reference models the recipes and tests use."""

@@ -1,0 +1,1 @@
+"""Exporters: a torch model to one deployment format, in fp32."""

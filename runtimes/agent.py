@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""The device agent: runs one model on one runtime, keeps its outputs and times it.
+
+One small file with no dependency but numpy and the runtime it is asked for (Python 3.8+), so it
+can be copied to a board and run there. Protocol (version 1), a JSON request file in, a JSON
+response out (written to `response` when given, and printed as the last line of stdout):
+
+request:
+  protocol     1
+  model        path of the model file (a folder for torch artifacts)
+  runtime      "onnxruntime" | "torch"
+  device       "cpu" (default)
+  threads      intra-op threads, set before the runtime is imported
+  inputs       .npz of named arrays, samples on the first axis (the same for every artifact)
+  batch_size   batch for collecting outputs (default 64)
+  outputs      where to write the outputs (.npz, one array per model output), or null to skip
+  latency      null, or {warmup, min_runs, min_seconds, max_seconds, batch_size}
+  python_path  folders to import from (torch artifacts rebuild their model from its factory)
+  response     where to write the response JSON (optional)
+
+response:
+  protocol, ok, error (one line when not ok), runtime {name, version, device}, device {machine,
+  system, cpu, python, numpy, cpu_flags}, outputs (path) and latency {p50_ms, p90_ms, p99_ms,
+  mean_ms, min_ms, max_ms, runs, seconds, throughput_per_s, batch_size, threads, warmup}.
+
+Exit code 0 when ok, 1 when the measurement failed, 2 for a bad request.
+"""
+
+import json
+import os
+import platform
+import sys
+import time
+
+PROTOCOL = 1
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _set_threads(threads):
+    # Must happen before the runtime (and its OpenMP pool) is imported.
+    for name in _THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+
+
+def describe_device():
+    info = {"machine": platform.machine(), "system": platform.system(), "release": platform.release(),
+            "python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name") and info["cpu"] in ("", platform.machine()):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                if line.startswith(("flags", "Features")):
+                    flags = line.split(":", 1)[1]
+                    break
+    except OSError:
+        pass
+    words = set(flags.split())
+    # int8 is only fast with dot-product instructions: VNNI on x86, asimddp on Arm.
+    info["int8_dot_product"] = sorted(words & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
+    try:
+        import numpy
+
+        info["numpy"] = numpy.__version__
+    except ImportError:
+        pass
+    return info
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, model, threads, device):
+        import onnxruntime as ort
+
+        if device != "cpu":
+            raise ValueError("device %r is not supported by this agent version" % device)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.version = ort.__version__
+
+    def run(self, feeds):
+        return self.session.run(None, feeds)
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model, threads, device):
+        import torch
+
+        torch.set_num_threads(threads)
+        from compress.modelio import load_torch_artifact
+
+        if device != "cpu":
+            raise ValueError("device %r is not supported by this agent version" % device)
+        self.torch = torch
+        self.model = load_torch_artifact(__import__("pathlib").Path(model)).eval()
+        self.input_names = None
+        self.version = torch.__version__
+
+    def run(self, feeds):
+        with self.torch.inference_mode():
+            out = self.model(*[self.torch.from_numpy(v) for v in feeds.values()])
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        return [o.numpy() for o in outs]
+
+
+BACKENDS = {"onnxruntime": OnnxRuntimeBackend, "torch": TorchBackend}
+
+
+def load_backend(runtime, model, threads=1, device="cpu"):
+    if runtime not in BACKENDS:
+        raise ValueError("runtime %r is not known to this agent (known: %s)" % (runtime, ", ".join(BACKENDS)))
+    return BACKENDS[runtime](model, threads, device)
+
+
+def _feeds(arrays, names, start, stop):
+    keys = list(arrays)
+    if names is None:
+        names = keys
+    if len(names) != len(keys):
+        raise ValueError("the model has %d inputs but %d arrays were given" % (len(names), len(keys)))
+    return {name: arrays[key][start:stop] for name, key in zip(names, keys)}
+
+
+def collect_outputs(backend, arrays, batch_size):
+    import numpy
+
+    count = len(next(iter(arrays.values())))
+    chunks = []
+    for start in range(0, count, batch_size):
+        chunks.append(backend.run(_feeds(arrays, backend.input_names, start, start + batch_size)))
+    return [numpy.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+
+
+def percentile(sorted_values, q):
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not sorted_values:
+        return float("nan")
+    position = (len(sorted_values) - 1) * q / 100.0
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def time_runs(run, warmup, min_runs, min_seconds, max_seconds):
+    """Warm up, then run until both min_runs and min_seconds are reached (or max_seconds)."""
+    for _ in range(warmup):
+        run()
+    times = []
+    started = time.perf_counter()
+    while True:
+        t0 = time.perf_counter_ns()
+        run()
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+        elapsed = time.perf_counter() - started
+        if (len(times) >= min_runs and elapsed >= min_seconds) or elapsed >= max_seconds:
+            return times, elapsed
+
+
+def measure_latency(backend, arrays, latency, threads):
+    batch = int(latency.get("batch_size", 1))
+    feeds = _feeds(arrays, backend.input_names, 0, batch)
+    times, elapsed = time_runs(lambda: backend.run(feeds), int(latency.get("warmup", 10)),
+                               int(latency.get("min_runs", 50)), float(latency.get("min_seconds", 1.0)),
+                               float(latency.get("max_seconds", 120.0)))
+    ordered = sorted(times)
+    mean = sum(times) / len(times)
+    return {"p50_ms": percentile(ordered, 50), "p90_ms": percentile(ordered, 90),
+            "p99_ms": percentile(ordered, 99), "mean_ms": mean, "min_ms": ordered[0], "max_ms": ordered[-1],
+            "runs": len(times), "seconds": elapsed, "throughput_per_s": 1000.0 * batch / mean,
+            "batch_size": batch, "threads": threads, "warmup": int(latency.get("warmup", 10))}
+
+
+def serve(request):
+    if request.get("protocol") != PROTOCOL:
+        raise ValueError("protocol %r is not %d" % (request.get("protocol"), PROTOCOL))
+    threads = int(request.get("threads", 1))
+    _set_threads(threads)
+    for folder in request.get("python_path") or []:
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    import numpy
+
+    backend = load_backend(request["runtime"], request["model"], threads, request.get("device", "cpu"))
+    with numpy.load(request["inputs"], allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    response = {"protocol": PROTOCOL, "ok": True, "error": None, "device": describe_device(),
+                "runtime": {"name": backend.name, "version": backend.version,
+                            "device": request.get("device", "cpu")}}
+    if request.get("outputs"):
+        outputs = collect_outputs(backend, arrays, int(request.get("batch_size", 64)))
+        numpy.savez(request["outputs"], **{"output_%d" % i: o for i, o in enumerate(outputs)})
+        response["outputs"] = request["outputs"]
+    if request.get("latency"):
+        response["latency"] = measure_latency(backend, arrays, request["latency"], threads)
+    return response
+
+
+def main(argv):
+    # Run as a script, this file's folder comes first on sys.path, where runtimes/torch.py and
+    # runtimes/onnxruntime.py would shadow the real libraries.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    if len(argv) != 2:
+        print("usage: agent.py REQUEST.json", file=sys.stderr)
+        return 2
+    try:
+        with open(argv[1]) as handle:
+            request = json.load(handle)
+    except (OSError, ValueError) as exc:
+        print(json.dumps({"protocol": PROTOCOL, "ok": False, "error": "bad request: %s" % exc}))
+        return 2
+    try:
+        response = serve(request)
+        code = 0
+    except Exception as exc:  # any runtime failure becomes a one-line error in the response
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        response = {"protocol": PROTOCOL, "ok": False, "error": "%s: %s" % (type(exc).__name__, message)}
+        code = 1
+    text = json.dumps(response)
+    if request.get("response"):
+        with open(request["response"] + ".tmp", "w") as handle:
+            handle.write(text)
+        os.replace(request["response"] + ".tmp", request["response"])
+    print(text)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
