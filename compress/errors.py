@@ -18,6 +18,12 @@ class CompressError(Exception):
         self.field = field
         super().__init__(self.one_line())
 
+    def within(self, prefix: str) -> CompressError:
+        """The same error with its field placed under `prefix` (e.g. a stage's own field under
+        `stages[1]`)."""
+        field = f"{prefix}.{self.field}" if self.field else prefix
+        return type(self)(self.message, file=self.file, line=self.line, field=field)
+
     def one_line(self) -> str:
         where = ""
         if self.file:

@@ -285,8 +285,10 @@ class Pipeline:
         started = time.perf_counter()
         try:
             result = stage.run(copy.deepcopy(parent.torch_model), ctx)
-        except CompressError:
-            raise
+        except CompressError as exc:
+            if exc.field and exc.field.startswith("stages["):
+                raise
+            raise exc.within(f"stages[{index}]") from exc
         except Exception as exc:
             raise StageError(f"stage failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                              file=self.file, field=f"stages[{index}].{name}") from exc

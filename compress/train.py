@@ -53,7 +53,7 @@ def fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, batch_s
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                total += float(loss) * len(x)
+                total += float(loss.detach()) * len(x)
                 count += len(x)
                 progress.update(task, advance=1, loss=total / count)
             history.append(total / count)

@@ -145,11 +145,12 @@ class PruneStage:
             macs, params = tp.utils.count_ops_and_params(trial, example)
             return float(macs if by_macs else params) / base
 
-        low, high, steps = 0.0, 0.95, 0
+        # Above ~0.9 torch-pruning skips groups it would empty, so the ratio stops being monotonic.
+        low, high, steps = 0.0, 0.9, 0
         best = achieved(high)
         if best > target:
             name = "target_macs_ratio" if by_macs else "target_params_ratio"
-            raise StageError(f"cannot reach {name} {target}: pruning 95% of the prunable channels "
+            raise StageError(f"cannot reach {name} {target}: pruning 90% of the prunable channels "
                              f"leaves {best:.3f} (ignored layers limit it)", file=file, field=f"prune.{name}")
         while high - low > 0.005:
             middle = (low + high) / 2

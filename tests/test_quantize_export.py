@@ -1,0 +1,91 @@
+"""ONNX export checks and ONNX Runtime int8 quantization options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from compress.errors import InputError
+from compress.quantize.onnxruntime import OnnxRuntimeQuantizer
+from compress.recipe import QuantizeConfig
+from compress.zoo.digits import DigitsCNN
+from exporters.onnx import OnnxExporter, check_external_data
+from runtimes.onnxruntime import OnnxRuntime
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    model = DigitsCNN(width=8).eval()
+    dest = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    info = OnnxExporter().export(model, torch.rand(2, 1, 8, 8), dest, "input")
+    assert info["max_abs_error_vs_torch"] < 1e-4 and not info["external_data"]
+    return dest, model
+
+
+def test_export_is_one_checked_file_with_a_dynamic_batch(exported):
+    path, model = exported
+    onnx.checker.check_model(str(path), full_check=True)
+    assert [p.name for p in path.parent.iterdir()] == ["model.onnx"]
+    x = np.random.default_rng(0).random((5, 1, 8, 8), dtype=np.float32)
+    got = OnnxRuntime.load(path).run({"input": x})[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert all(len(n.metadata_props) == 0 for n in onnx.load(str(path)).graph.node)  # no stack traces
+
+
+def test_external_data_outside_the_model_folder_is_refused(tmp_path):
+    weight = onnx.numpy_helper.from_array(np.array([1.0, 2.0], dtype=np.float32), "w")
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["w"], ["y"])], "g", [],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])], [weight])
+    model = onnx.helper.make_model(graph)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    onnx.save(model, str(folder / "ok.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    check_external_data(folder / "ok.onnx")  # inside: fine
+    evil = onnx.load(str(folder / "ok.onnx"), load_external_data=False)
+    for entry in evil.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = "../../etc/passwd"
+    onnx.save(evil, str(folder / "evil.onnx"))
+    with pytest.raises(InputError, match="outside the model's folder"):
+        check_external_data(folder / "evil.onnx")
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_every_calibration_method_gives_a_working_int8_model(exported, tmp_path, method):
+    path, model = exported
+    calibration = np.random.default_rng(0).random((32, 1, 8, 8), dtype=np.float32)
+    config = QuantizeConfig.model_validate({"calibration": {"samples": 16, "method": method}})
+    info = OnnxRuntimeQuantizer().quantize(path, tmp_path / "int8.onnx", config, calibration, "input")
+    assert info["calibration_method"] == method and info["calibration_samples"] == 16
+    quantized = onnx.load(str(tmp_path / "int8.onnx"))
+    assert sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node) >= 4
+    x = calibration[:8]
+    got = OnnxRuntime.load(tmp_path / "int8.onnx").run({"input": x})[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert np.abs(got - want).max() < 0.25 * np.abs(want).max()
+
+
+def test_ignored_nodes_stay_in_float_and_unknown_globs_are_errors(exported, tmp_path):
+    path, _ = exported
+    calibration = np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)
+    gemm = next(n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Gemm")
+    config = QuantizeConfig.model_validate({"calibration": {"samples": 16}, "ignore": [gemm]})
+    info = OnnxRuntimeQuantizer().quantize(path, tmp_path / "int8.onnx", config, calibration, "input")
+    assert info["nodes_excluded"] == [gemm]
+    quantized = onnx.load(str(tmp_path / "int8.onnx"))
+    gemm_node = next(n for n in quantized.graph.node if n.op_type == "Gemm")
+    initializers = {t.name: t for t in quantized.graph.initializer}
+    assert initializers[gemm_node.input[1]].data_type == onnx.TensorProto.FLOAT  # weights left in float
+    config = QuantizeConfig.model_validate({"ignore": ["no_such_node*"]})
+    with pytest.raises(InputError, match=r"quantize.ignore\[0\]"):
+        OnnxRuntimeQuantizer().quantize(path, tmp_path / "x.onnx", config, calibration, "input")
+    assert not (tmp_path / "x.onnx").exists()

@@ -1,0 +1,31 @@
+"""The built-in quickstart, exactly as README runs it, meets the foundation's targets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_quickstart_meets_its_targets(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "compress.cli", "run", str(ROOT / "recipes" / "quickstart.yaml"),
+                           "--out", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "distill.int8.onnx" in done.stdout  # the table is printed
+    results_file = next((tmp_path / "quickstart").glob("*/results.json"))
+    results = json.loads(results_file.read_text())
+    artifacts = {a["name"]: a for a in results["artifacts"]}
+    top1 = {(m["artifact"], m["runtime"]): m["metric"]["top1"] for m in results["measurements"]}
+
+    assert artifacts["distill"]["macs"] <= 0.6 * artifacts["original"]["macs"]
+    assert top1[("original", "torch")] >= 0.95  # the from-scratch training worked
+    assert top1[("distill", "torch")] >= top1[("original", "torch")] - 0.015
+    assert top1[("distill.int8.onnx", "onnxruntime")] >= top1[("distill.onnx", "onnxruntime")] - 0.01
+    assert artifacts["distill.onnx"]["size_bytes"] >= 3 * artifacts["distill.int8.onnx"]["size_bytes"]
+    assert (results_file.parent / "table.txt").read_text().count("distill.int8.onnx") >= 1

@@ -1,0 +1,152 @@
+"""End to end: a small recipe through every stage, the run folder, results.json and --resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from tests.conftest import small_recipe
+
+
+def _run(cli, recipe: Path, out: Path, *extra: str):
+    return cli("run", recipe, "--out", out, *extra)
+
+
+def _results(out: Path, name: str = "small") -> tuple[Path, dict]:
+    runs = sorted(p for p in (out / name).iterdir() if p.is_dir() and p.name[0].isdigit()
+                  and not p.name.endswith(".failed"))
+    folder = runs[-1]
+    return folder, json.loads((folder / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, dict]:
+    from click.testing import CliRunner
+
+    from compress.cli import main
+
+    root = tmp_path_factory.mktemp("e2e")
+    recipe = root / "recipe.yaml"
+    import yaml
+
+    recipe.write_text(yaml.safe_dump(small_recipe()))
+    result = CliRunner().invoke(main, ["run", str(recipe), "--out", str(root / "runs")], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    return _results(root / "runs")
+
+
+def test_run_folder_holds_everything(finished_run):
+    folder, _ = finished_run
+    for name in ("results.json", "table.txt", "recipe.resolved.yaml", "versions.json", "run.log"):
+        assert (folder / name).is_file(), name
+    versions = json.loads((folder / "versions.json").read_text())
+    assert {"torch", "onnxruntime", "numpy", "torch-pruning", "python"} <= set(versions)
+    assert not list(folder.parent.glob(".*.partial"))
+
+
+def test_every_artifact_is_verified_on_each_runtime_that_loads_it(finished_run):
+    folder, results = finished_run
+    assert results["schema_version"] == 1
+    assert results["status"] == "complete"
+    names = [a["name"] for a in results["artifacts"]]
+    assert names == ["original", "prune", "distill", "original.onnx", "distill.onnx", "distill.int8.onnx"]
+    pairs = {(m["artifact"], m["runtime"]) for m in results["measurements"]}
+    assert pairs == {("original", "torch"), ("prune", "torch"), ("distill", "torch"),
+                     ("original.onnx", "onnxruntime"), ("distill.onnx", "onnxruntime"),
+                     ("distill.int8.onnx", "onnxruntime")}
+    for m in results["measurements"]:
+        assert m["status"] == "ok", m
+        assert 0.0 <= m["metric"]["top1"] <= 1.0
+        lat = m["latency"]
+        assert lat["runs"] >= 3 and lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+        assert m["device"]["machine"]
+    for artifact in results["artifacts"]:
+        assert (folder / artifact["path"]).exists()
+        assert artifact["size_bytes"] > 0 and len(artifact["sha256"]) == 64
+
+
+def test_original_agrees_with_itself_and_onnx_matches_torch(finished_run):
+    _, results = finished_run
+    by_artifact = {m["artifact"]: m for m in results["measurements"]}
+    assert by_artifact["original"]["agreement"] == 1.0
+    assert by_artifact["original.onnx"]["metric"]["top1"] == pytest.approx(by_artifact["original"]["metric"]["top1"])
+    assert by_artifact["distill.onnx"]["metric"]["top1"] == pytest.approx(by_artifact["distill"]["metric"]["top1"])
+
+
+def test_pruning_meets_its_macs_target_and_int8_is_smaller(finished_run):
+    folder, results = finished_run
+    artifacts = {a["name"]: a for a in results["artifacts"]}
+    assert artifacts["prune"]["macs"] <= 0.6 * artifacts["original"]["macs"]
+    assert artifacts["distill"]["macs"] == artifacts["prune"]["macs"]
+    # this model is tiny (graph overhead dominates); the quickstart test checks the 3x size ratio
+    assert artifacts["distill.int8.onnx"]["size_bytes"] < artifacts["distill.onnx"]["size_bytes"]
+    assert artifacts["distill.int8.onnx"]["lineage"] == ["original", "prune", "distill", "export.onnx",
+                                                         "quantize.onnxruntime"]
+    model = onnx.load(str(folder / artifacts["distill.int8.onnx"]["path"]))
+    ops = {node.op_type for node in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    weights = [t for t in model.graph.initializer if t.name.endswith("weight_quantized")]
+    assert len(weights) == 4 and all(t.data_type == onnx.TensorProto.INT8 for t in weights)
+    assert results["summary"]["final_macs_ratio"] <= 0.6
+
+
+def test_stage_records(finished_run):
+    _, results = finished_run
+    stages = {s["name"]: s for s in results["stages"]}
+    assert stages["prune"]["info"]["macs_ratio"] <= 0.6
+    assert len(stages["distill"]["info"]["epoch_losses"]) == 1
+    assert not any(s["cached"] for s in results["stages"])
+
+
+def test_resume_skips_unchanged_stages_and_reruns_changed_ones(cli, write_recipe, tmp_path):
+    recipe = write_recipe(small_recipe(verify={"runtimes": ["torch"], "latency": {"warmup": 0, "min_runs": 1,
+                                                                                   "min_seconds": 0}}))
+    out = tmp_path / "runs"
+    assert _run(cli, recipe, out).exit_code == 0
+    first_folder, first = _results(out)
+
+    assert _run(cli, recipe, out, "--resume").exit_code == 0
+    second_folder, second = _results(out)
+    assert second_folder != first_folder
+    assert all(s["cached"] for s in second["stages"])
+    assert [a["sha256"] for a in second["artifacts"]] == [a["sha256"] for a in first["artifacts"]]
+
+    assert _run(cli, recipe, out, "--resume", "--set", "stages[1].distill.epochs=2").exit_code == 0
+    _, third = _results(out)
+    cached = {s["name"]: s["cached"] for s in third["stages"]}
+    assert cached["original"] and cached["prune"]
+    assert not cached["distill"] and not cached["export.onnx"] and not cached["quantize.onnx"]
+
+
+def test_same_recipe_twice_gives_the_same_accuracy(cli, write_recipe, tmp_path):
+    recipe = write_recipe(small_recipe(export=["onnx"], quantize=None, stages=[],
+                                       verify={"runtimes": ["onnxruntime"],
+                                               "latency": {"warmup": 0, "min_runs": 1, "min_seconds": 0}}))
+    scores = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        assert _run(cli, recipe, out).exit_code == 0
+        scores.append([m["metric"]["top1"] for m in _results(out)[1]["measurements"]])
+    assert scores[0] == scores[1]
+
+
+def test_failed_stage_is_not_cached_and_leaves_no_artifacts(cli, write_recipe, tmp_path):
+    recipe_data = small_recipe()
+    recipe_data["stages"] = [{"prune": {"target_macs_ratio": 0.001, "iterative_steps": 1}}]
+    recipe = write_recipe(recipe_data)
+    out = tmp_path / "runs"
+    result = _run(cli, recipe, out)
+    assert result.exit_code == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {recipe}: stages[0].prune.target_macs_ratio: cannot reach target_macs_ratio 0.001")
+    failed = [p for p in (out / "small").iterdir() if p.name.endswith(".failed")]
+    assert len(failed) == 1
+    assert (failed[0] / "run.log").is_file()
+    assert not (failed[0] / "artifacts").exists()
+    assert not any(p.name.endswith(".partial") for p in (out / "small").iterdir())
+    cache = out / "small" / "cache"
+    entries = [p for p in cache.iterdir()]
+    # only the original model (trained before the failing stage) is cached, and it is complete
+    assert len(entries) == 1 and (entries[0] / "artifact.json").is_file()
