@@ -207,7 +207,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
     if not isinstance(data, dict):
         raise InputError("a recipe is a mapping of keys (schema_version, name, model, ...)", file=path)
     version = data.get("schema_version")
-    if version is not None and version != SCHEMA_VERSION:
+    if version is not None and (type(version) is not int or version != SCHEMA_VERSION):
         origin = located.origin(("schema_version",))
         raise InputError(f"this compress reads schema_version {SCHEMA_VERSION}, not {version!r}",
                          file=origin.file, line=origin.line, field="schema_version")
@@ -247,23 +247,27 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
 
 
 def recipe_json_schema() -> dict[str, Any]:
-    """JSON Schema for editors: the outer structure plus each installed stage's own config."""
+    """JSON Schema for editors: the outer structure plus each installed stage's own config,
+    with every definition gathered in one root `$defs` so all references resolve."""
+    from pydantic.json_schema import models_json_schema
+
     from compress import registry
 
-    schema = Recipe.model_json_schema()
-    stage_variants = []
+    stage_configs: dict[str, type[BaseModel]] = {}
     for name in registry.names("compress.stages"):
         try:
-            stage_cls = registry.load("compress.stages", name)
+            stage_configs[name] = registry.load("compress.stages", name).Config
         except InputError:
             continue  # a broken third-party plugin must not break the schema
-        stage_variants.append({
-            "type": "object",
-            "properties": {name: stage_cls.Config.model_json_schema()},
-            "required": [name],
-            "additionalProperties": False,
-        })
-    schema["properties"]["stages"] = {"type": "array", "items": {"oneOf": stage_variants}}
+    models = [(Recipe, "validation"), *((config, "validation") for config in stage_configs.values())]
+    refs, combined = models_json_schema(models, ref_template="#/$defs/{model}")
+    defs = combined.get("$defs", {})
+    schema = dict(defs.pop(Recipe.__name__))
+    schema["$defs"] = defs
+    schema["properties"]["stages"] = {"type": "array", "items": {"oneOf": [
+        {"type": "object", "properties": {name: refs[(config, "validation")]}, "required": [name],
+         "additionalProperties": False}
+        for name, config in stage_configs.items()]}}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "compress recipe"
     return schema

@@ -49,7 +49,9 @@ def _short(value: Any) -> str:
 
 def first_error_message(exc: ValidationError, model: type[BaseModel]) -> tuple[tuple[str | int, ...], str]:
     """(field path, message) for the first error, worded for a person editing YAML."""
-    error = exc.errors()[0]
+    errors = exc.errors()
+    # A misspelt key also makes the right key "missing": the unknown key is the better clue.
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and "[" in part))
     kind = error["type"]
     context = error.get("ctx") or {}
