@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 TORCH_WEIGHTS = "model.safetensors"
 TORCH_META = "model.json"
 TORCH_PROGRAM = "model.pt2"
+TORCH_SCRIPT = "model.torchscript.pt"
 _SIMPLE = (int, float, bool, str, type(None))
 
 
@@ -187,7 +188,14 @@ def build_model(config: ModelConfig, loaded: LoadedRecipe, prefix: str = "model"
             path = loaded.resolve_path(config.weights)
             state = load_state_dict_file(path, file=file, field=f"{prefix}.weights")
             _load_into(model, state, file=file, field=f"{prefix}.weights", name=path.name)
-    return model.eval()
+    return _eval_mode(model)
+
+
+def _eval_mode(model: torch.nn.Module) -> torch.nn.Module:
+    try:
+        return model.eval()
+    except NotImplementedError:  # a torch.export program's module has no train/eval switch
+        return model
 
 
 # --- torch artifacts: structure as JSON, weights as safetensors ---------------------------------
@@ -245,8 +253,11 @@ def save_torch_artifact(model: torch.nn.Module, folder: Path, *, factory: str | 
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    if factory is None:
-        program = torch.export.export(model.eval(), (example,))
+    if factory is None and isinstance(model, torch.jit.ScriptModule):
+        torch.jit.save(model, str(folder / TORCH_SCRIPT))
+        meta: dict[str, Any] = {"kind": "torchscript"}
+    elif factory is None:
+        program = torch.export.export(_eval_mode(model), (example,))
         torch.export.save(program, str(folder / TORCH_PROGRAM))
         meta = {"kind": "program"}
     else:
@@ -270,8 +281,12 @@ def load_torch_artifact(folder: Path) -> torch.nn.Module:
     from safetensors.torch import load_file
 
     meta = json.loads((folder / TORCH_META).read_text())
+    # Programs and TorchScript in our own artifacts were written by save_torch_artifact from a
+    # model the recipe trusted.
     if meta["kind"] == "program":
-        return torch.export.load(str(folder / TORCH_PROGRAM)).module()  # written by us, see above
+        return torch.export.load(str(folder / TORCH_PROGRAM)).module()
+    if meta["kind"] == "torchscript":
+        return torch.jit.load(str(folder / TORCH_SCRIPT), map_location="cpu")
     model = build_from_factory(meta["factory"], meta["kwargs"], Path(meta["source_folder"]),
                                file=str(folder / TORCH_META), field="factory")
     apply_structure(model, meta["structure"], meta["shapes"])

@@ -54,12 +54,18 @@ def seeded_splits(x: np.ndarray, y: np.ndarray | None, *, calibration_fraction: 
     from sklearn.model_selection import train_test_split
 
     indices = np.arange(len(x))
-    stratify = y if y is not None and len(np.unique(y)) < len(y) // 4 else None
-    rest, test = train_test_split(indices, test_size=test_fraction, random_state=seed, stratify=stratify)
     calibration_share = calibration_fraction / (1 - test_fraction)
-    train, calibration = train_test_split(
-        rest, test_size=calibration_share, random_state=seed,
-        stratify=None if stratify is None else y[rest])
+
+    def split(labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rest, test = train_test_split(indices, test_size=test_fraction, random_state=seed, stratify=labels)
+        train, calibration = train_test_split(rest, test_size=calibration_share, random_state=seed,
+                                              stratify=None if labels is None else labels[rest])
+        return train, calibration, test
+
+    try:  # stratified when the labels allow it (every class in every split), plain otherwise
+        train, calibration, test = split(y if y is not None and len(np.unique(y)) < len(y) // 4 else None)
+    except ValueError:
+        train, calibration, test = split(None)
 
     def take(idx: np.ndarray) -> Split:
         idx = np.sort(idx)

@@ -42,7 +42,10 @@ def npz(config: DataConfig, loaded: LoadedRecipe) -> Splits:
     assert config.path is not None  # the recipe schema requires it for this source
     path = loaded.resolve_path(config.path)
     try:
-        with np.load(path, allow_pickle=False) as archive:  # no pickle: arrays only
+        archive = np.load(path, allow_pickle=False)  # no pickle: arrays only
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single array, not named arrays (save with numpy.savez)")
+        with archive:
             arrays = {key: archive[key] for key in archive.files}
     except FileNotFoundError:
         raise InputError(f"data file not found: {path}", file=str(loaded.path), field="data.path") from None
