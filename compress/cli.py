@@ -55,6 +55,11 @@ def run(recipe: Path, overrides: tuple[str, ...], resume: bool, out: Path) -> No
     if outcome.results.status != "complete":
         click.echo("error: the run is incomplete: a measurement failed or timed out (see the table)", err=True)
         sys.exit(EXIT_INCOMPLETE)
+    parity_failures = outcome.results.summary.get("parity_failures", [])
+    if parity_failures:
+        click.echo(f"error: parity failed: {parity_failures[0]}"
+                   + (f" (and {len(parity_failures) - 1} more)" if len(parity_failures) > 1 else ""), err=True)
+        sys.exit(EXIT_FAILED)
 
 
 @main.command()
@@ -70,7 +75,7 @@ def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
     except CompressError as exc:
         _fail(exc)
     stages = ", ".join(s.name for s in loaded.stages) or "no stages"
-    click.echo(f"{recipe}: valid ({stages}; export {', '.join(loaded.recipe.export)})")
+    click.echo(f"{recipe}: valid ({stages}; export {', '.join(e.name for e in loaded.exports)})")
 
 
 @main.command()

@@ -33,8 +33,9 @@ if TYPE_CHECKING:
     from compress.recipe import LoadedRecipe
     from compress.results import Results
 
-LIBRARIES = ("edge-compress", "torch", "torch-pruning", "onnx", "onnxscript", "onnxruntime", "numpy",
-             "scikit-learn", "safetensors", "pydantic", "pyyaml", "click", "rich")
+LIBRARIES = ("edge-compress", "torch", "torch-pruning", "onnx", "onnxscript", "onnxruntime", "openvino", "nncf",
+             "litert-torch", "ai-edge-litert", "torchao", "numpy", "scikit-learn", "safetensors", "pydantic",
+             "pyyaml", "click", "rich")
 
 
 @dataclass
@@ -160,7 +161,8 @@ class Pipeline:
 
         from compress.verify import Verifier
 
-        verifier = Verifier(self.loaded, data, original.torch_model, folder / "verify", self.console)
+        torch_models = {p.artifact.id: p.torch_model for p in produced if p.torch_model is not None}
+        verifier = Verifier(self.loaded, data, original.torch_model, folder / "verify", self.console, torch_models)
         measurements = verifier.verify(artifacts)
         records = self._artifact_records(artifacts, produced, folder)
         finished = datetime.now(UTC).isoformat(timespec="seconds")
@@ -300,43 +302,56 @@ class Pipeline:
         return _Produced(artifact, False, seconds, label, model, result.info)
 
     def _exports(self, original: _Produced, final: _Produced, ctx: StageContext) -> list[_Produced]:
+        """Every export format, of the original model and of the final one."""
         sources = [original] if final is original else [original, final]
         produced: list[_Produced] = []
-        for index, fmt in enumerate(self.recipe.export):
-            exporter = registry.require("compress.exporters", fmt, file=self.file, field=f"export[{index}]")()
+        for index, spec in enumerate(self.loaded.exports):
+            exporter_cls = registry.require("compress.exporters", spec.name, file=self.file, field=f"export[{index}]")
+            exporter = exporter_cls(spec.config)
             for source in sources:
-                produced.append(self._export_one(exporter, source))
+                produced.append(self._export_one(exporter, spec, source))
         return produced
 
-    def _export_one(self, exporter: Any, source: _Produced) -> _Produced:
-        artifact_id = stable_hash(source.artifact.id, "export", exporter.name)
+    def _export_one(self, exporter: Any, spec: Any, source: _Produced) -> _Produced:
+        options = spec.config.model_dump(mode="json") if spec.config is not None else {}
+        artifact_id = stable_hash(source.artifact.id, "export", exporter.name, options)
         name = f"{source.artifact.name}.{exporter.format}"
+        step = f"export.{exporter.name}"
         cached = self.cache.lookup(artifact_id) if self.options.resume else None
         if cached is not None:
-            return _Produced(cached, True, 0.0, f"export.{exporter.name}", info=dict(cached.info))
+            return _Produced(cached, True, 0.0, step, source.torch_model, dict(cached.info))
         self.console.log(f"export [bold]{name}[/]")
         started = time.perf_counter()
-        spec = self.recipe.model.input
-        info_box: dict[str, Any] = {}
+        input_name = self.recipe.model.input.name
 
         def build(folder: Path) -> Artifact:
-            dest = folder / f"model{exporter.suffix}"
-            info_box.update(exporter.export(source.torch_model, self._example(2), dest, spec.name))
-            info = {**info_box, "macs": source.artifact.info.get("macs"), "params": source.artifact.info.get("params")}
-            return Artifact(id=artifact_id, name=name, format=exporter.format, precision="fp32", path=dest,
-                            sha256=sha256_of(dest), lineage=(*source.artifact.lineage, f"export.{exporter.name}"),
+            path, info = exporter.export(source.torch_model, self._example(2), folder, input_name)
+            precision = info.pop("precision", None) or ("fp16" if info.get("weights") == "fp16" else "fp32")
+            info = {**info, "macs": source.artifact.info.get("macs"), "params": source.artifact.info.get("params")}
+            return Artifact(id=artifact_id, name=name, format=exporter.format, precision=precision, path=path,
+                            sha256=sha256_of(path), lineage=(*source.artifact.lineage, step),
                             parent=source.artifact.id, info=info)
 
         artifact = self.cache.store(artifact_id, build)
-        return _Produced(artifact, False, time.perf_counter() - started, f"export.{exporter.name}",
-                         info=dict(artifact.info))
+        return _Produced(artifact, False, time.perf_counter() - started, step, source.torch_model, dict(artifact.info))
 
     def _quantize(self, exports: list[_Produced], data: Splits) -> list[_Produced]:
-        """int8 of the final model in every exported format that has a quantizer."""
-        if self.recipe.quantize is None:
+        """int8 of the final model in every exported format, each by its own quantizer."""
+        config = self.recipe.quantize
+        if config is None:
             return []
         final_exports = [e for e in exports if e.artifact.lineage[:-1] != ("original",)] or exports
-        return [self._quantize_one(source, data) for source in final_exports]
+        produced = []
+        for source in final_exports:
+            if source.artifact.precision != "fp32":
+                continue  # quantize from full precision only
+            produced.append(self._quantize_one(source, data))
+        for index, pattern in enumerate(config.ignore):
+            if not any(p.artifact.info.get("ignore_matches", {}).get(pattern) for p in produced):
+                raise InputError(f"{pattern!r} matches no layer in any format (ONNX node names, OpenVINO op "
+                                 "names, torch module names for TFLite)", file=self.file,
+                                 field=f"quantize.ignore[{index}]")
+        return produced
 
     def _quantize_one(self, source: _Produced, data: Splits) -> _Produced:
         config = self.recipe.quantize
@@ -347,23 +362,24 @@ class Pipeline:
         artifact_id = stable_hash(source.artifact.id, "quantize", quantizer.name, config.model_dump(mode="json"),
                                   data.fingerprint())
         name = source.artifact.name.replace(f".{fmt}", f".{config.precision}.{fmt}")
+        step = f"quantize.{fmt}"
         cached = self.cache.lookup(artifact_id) if self.options.resume else None
         if cached is not None:
-            return _Produced(cached, True, 0.0, f"quantize.{fmt}", info=dict(cached.info))
+            return _Produced(cached, True, 0.0, step, source.torch_model, dict(cached.info))
         self.console.log(f"quantize [bold]{name}[/] ({quantizer.name}, {len(calibration)} calibration samples)")
         started = time.perf_counter()
 
         def build(folder: Path) -> Artifact:
-            dest = folder / source.artifact.path.name
-            info = quantizer.quantize(source.artifact.path, dest, config, calibration,
-                                      self.recipe.model.input.name, file=self.file)
+            path, info = quantizer.quantize(source.artifact, folder, config, calibration,
+                                            input_name=self.recipe.model.input.name,
+                                            torch_model=source.torch_model, file=self.file)
             info = {**info, "macs": source.artifact.info.get("macs"), "params": source.artifact.info.get("params")}
-            return Artifact(id=artifact_id, name=name, format=fmt, precision=config.precision, path=dest,
-                            sha256=sha256_of(dest), lineage=(*source.artifact.lineage, f"quantize.{quantizer.name}"),
+            return Artifact(id=artifact_id, name=name, format=fmt, precision=config.precision, path=path,
+                            sha256=sha256_of(path), lineage=(*source.artifact.lineage, f"quantize.{quantizer.name}"),
                             parent=source.artifact.id, info=info)
 
         artifact = self.cache.store(artifact_id, build)
-        return _Produced(artifact, False, time.perf_counter() - started, f"quantize.{fmt}", info=dict(artifact.info))
+        return _Produced(artifact, False, time.perf_counter() - started, step, source.torch_model, dict(artifact.info))
 
     def _artifact_records(self, artifacts: list[Artifact], produced: list[_Produced], folder: Path) -> list[Any]:
         """Link each artifact into the run folder and describe it."""

@@ -110,6 +110,8 @@ class QuantizeConfig(Strict):
     # beat fp32 on a ResNet-18 here: 13.2 ms against 4.0 ms for uint8/int8).
     activations: Literal["uint8", "int8"] = "uint8"
     ignore: list[str] = Field(default_factory=list)
+    # NNCF's transformer scheme keeps softmax / layer norm inputs in float where that keeps accuracy.
+    model_type: Literal["default", "transformer"] = "default"
 
 
 class LatencyConfig(Strict):
@@ -120,11 +122,33 @@ class LatencyConfig(Strict):
     batch_size: int = Field(1, gt=0)
 
 
+class ParityThresholds(Strict):
+    """How close an artifact's outputs must stay to the torch model it was made from."""
+
+    max_abs_error: float | None = Field(None, gt=0)
+    min_cosine: float = Field(ge=-1, le=1)
+    min_agreement: float = Field(ge=0, le=1)
+
+
+def _default_parity() -> dict[str, ParityThresholds]:
+    return {
+        "fp32": ParityThresholds(max_abs_error=1e-3, min_cosine=0.9999, min_agreement=0.99),
+        "fp16": ParityThresholds(max_abs_error=5e-2, min_cosine=0.999, min_agreement=0.98),
+        "int8": ParityThresholds(min_cosine=0.98, min_agreement=0.95),
+    }
+
+
 class VerifyConfig(Strict):
     runtimes: list[str] = Field(default_factory=lambda: ["torch", "onnxruntime"], min_length=1)
     targets: list[str] = Field(default_factory=lambda: ["local"], min_length=1)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    parity: dict[Literal["fp32", "fp16", "int8"], ParityThresholds] = Field(default_factory=_default_parity)
     timeout_s: float = Field(600.0, gt=0)
+
+    @field_validator("parity")
+    @classmethod
+    def _keep_defaults(cls, given: dict[str, ParityThresholds]) -> dict[str, ParityThresholds]:
+        return {**_default_parity(), **given}  # a recipe overrides one precision without losing the rest
 
 
 class Recipe(Strict):
@@ -138,7 +162,8 @@ class Recipe(Strict):
     task: TaskConfig = Field(default_factory=TaskConfig)
     stages: list[dict[str, Any]] = Field(default_factory=list)
     quantize: QuantizeConfig | None = None
-    export: list[str] = Field(default_factory=lambda: ["onnx"])
+    # Each item is a format name, or {format: {its options}} (e.g. {openvino: {fp16: true}}).
+    export: list[str | dict[str, dict[str, Any]]] = Field(default_factory=lambda: ["onnx"])
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
 
     @field_validator("stages")
@@ -150,10 +175,18 @@ class Recipe(Strict):
                                  "(e.g. '- prune: {importance: l2}')")
         return stages
 
+    @field_validator("export")
+    @classmethod
+    def _single_key_exports(cls, exports: list[str | dict[str, dict[str, Any]]]) -> list[str | dict[str, Any]]:
+        for item in exports:
+            if isinstance(item, dict) and len(item) != 1:
+                raise ValueError("each export is a format name or {format: {options}} with one key")
+        return exports
+
     @model_validator(mode="after")
-    def _quantize_needs_onnx(self) -> Recipe:
-        if self.quantize is not None and "onnx" not in self.export:
-            raise ValueError("quantize needs 'onnx' in export")
+    def _quantize_needs_an_export(self) -> Recipe:
+        if self.quantize is not None and not self.export:
+            raise ValueError("quantize needs at least one format in export")
         return self
 
 
@@ -166,6 +199,15 @@ class StageSpec(BaseModel):
     config: BaseModel
 
 
+class ExportSpec(BaseModel):
+    """An export after phase two: the format's exporter name and its validated options."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    config: BaseModel | None
+
+
 class LoadedRecipe(BaseModel):
     """A recipe validated in both phases, with where it came from."""
 
@@ -174,6 +216,7 @@ class LoadedRecipe(BaseModel):
     path: Path
     recipe: Recipe
     stages: list[StageSpec]
+    exports: list[ExportSpec]
     raw: dict[str, Any]
 
     @property
@@ -230,10 +273,24 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
             _raise_validation(exc, located, stage_cls.Config, ("stages", index, name))
         stages.append(StageSpec(name=name, config=stage_config))
 
-    for index, fmt in enumerate(recipe.export):
+    exports: list[ExportSpec] = []
+    for index, item in enumerate(recipe.export):
+        fmt, options = (item, {}) if isinstance(item, str) else next(iter(item.items()))
         origin = located.origin(("export", index))
-        registry.require("compress.exporters", fmt, file=origin.file, line=origin.line,
-                         field=f"export[{index}]")
+        exporter = registry.require("compress.exporters", fmt, file=origin.file, line=origin.line,
+                                    field=f"export[{index}]")
+        config_cls = getattr(exporter, "Config", None)
+        if config_cls is None and options:
+            raise InputError(f"exporter {fmt!r} takes no options", file=origin.file, line=origin.line,
+                             field=f"export[{index}].{fmt}")
+        try:
+            export_config = config_cls.model_validate(options or {}) if config_cls else None
+        except ValidationError as exc:
+            _raise_validation(exc, located, config_cls, ("export", index, fmt))
+        if any(e.name == fmt for e in exports):
+            raise InputError(f"{fmt!r} is exported twice", file=origin.file, line=origin.line,
+                             field=f"export[{index}]")
+        exports.append(ExportSpec(name=fmt, config=export_config))
     for index, runtime in enumerate(recipe.verify.runtimes):
         origin = located.origin(("verify", "runtimes", index))
         registry.require("compress.runtimes", runtime, file=origin.file, line=origin.line,
@@ -243,7 +300,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
             origin = located.origin(("verify", "targets", index))
             raise InputError(f"target {target!r} is not supported yet (this version runs 'local')",
                              file=origin.file, line=origin.line, field=f"verify.targets[{index}]")
-    return LoadedRecipe(path=path, recipe=recipe, stages=stages, raw=data)
+    return LoadedRecipe(path=path, recipe=recipe, stages=stages, exports=exports, raw=data)
 
 
 def recipe_json_schema() -> dict[str, Any]:

@@ -40,7 +40,10 @@ def names(group: str) -> list[str]:
 
 
 def missing_requirements(plugin: Any) -> list[str]:
-    """Import names the plugin declares and this environment lacks (checked without importing)."""
+    """Import names the plugin declares and this environment lacks (checked without importing).
+    A plugin with alternatives (LiteRT or tflite_runtime) answers through its own `missing()`."""
+    if callable(getattr(plugin, "missing", None)):
+        return list(plugin.missing())
     return [name for name in getattr(plugin, "requires", ()) if importlib.util.find_spec(name) is None]
 
 

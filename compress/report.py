@@ -22,6 +22,12 @@ def _count(value: int | None) -> str:
     return str(value)
 
 
+def _parity_cell(m: Measurement) -> str:
+    if m.parity is None:
+        return "-"
+    return f"ok cos {m.parity.cosine:.4f}" if m.parity.passed else "FAIL"
+
+
 def render_table(results: Results) -> str:
     from rich.console import Console
     from rich.table import Table
@@ -29,7 +35,7 @@ def render_table(results: Results) -> str:
     metric = results.task.get("metric", "metric")
     table = Table(title=f"{results.recipe_name} · run {results.run_id}")
     for column in ("artifact", "format", "precision", "runtime", "target", "threads", metric, "agreement",
-                   "size", "params", "MACs", "p50 ms", "p90 ms", "p99 ms", "runs"):
+                   "parity", "size", "params", "MACs", "p50 ms", "p90 ms", "p99 ms", "runs"):
         numeric = column not in ("artifact", "format", "precision", "runtime", "target")
         table.add_column(column, justify="right" if numeric else "left")
     for m in results.measurements:
@@ -38,6 +44,7 @@ def render_table(results: Results) -> str:
         row = [m.artifact, artifact.format, artifact.precision, m.runtime, m.target, str(m.threads),
                f"{m.metric[metric]:.4f}" if metric in m.metric else "-",
                f"{m.agreement:.4f}" if m.agreement is not None else "-",
+               _parity_cell(m),
                _mb(artifact.size_bytes), _count(artifact.params), _count(artifact.macs),
                f"{lat.p50_ms:.3f}" if lat else m.status, f"{lat.p90_ms:.3f}" if lat else "-",
                f"{lat.p99_ms:.3f}" if lat else "-", str(lat.runs) if lat else "-"]
@@ -47,6 +54,10 @@ def render_table(results: Results) -> str:
     lines = [console.export_text()]
     for key, value in results.summary.items():
         lines.append(f"{key}: {value}")
+    for m in results.measurements:
+        if m.parity is not None and not m.parity.passed:
+            lines.append(f"PARITY FAILED {m.artifact} on {m.runtime} ({m.target}) against {m.parity.reference}: "
+                         + "; ".join(m.parity.failures))
     failed = [m for m in results.measurements if m.status not in ("ok", "skipped")]
     for m in failed:
         lines.append(f"INCOMPLETE {m.artifact} on {m.runtime} ({m.target}): {m.status}: {m.error}")
@@ -93,4 +104,8 @@ def summarize(results: Results) -> dict[str, Any]:
             if m.latency and fp32.latency:
                 summary[f"{key}_speedup_p50_vs_fp32_{m.runtime}_{m.threads}t"] = round(
                     fp32.latency.p50_ms / m.latency.p50_ms, 2)
+    failures = [f"{m.artifact} on {m.runtime} ({m.target}, {m.threads}t): {'; '.join(m.parity.failures)}"
+                for m in results.measurements if m.parity is not None and not m.parity.passed]
+    if failures:
+        summary["parity_failures"] = failures
     return summary

@@ -50,6 +50,18 @@ class ArtifactRecord(_Record):
     info: dict[str, Any] = Field(default_factory=dict)
 
 
+class Parity(_Record):
+    """Outputs of an artifact against the torch model it was made from, on the same test inputs."""
+
+    reference: str = Field(description="the torch artifact compared against")
+    max_abs_error: float
+    cosine: float = Field(description="mean over samples of the cosine similarity of the output vectors")
+    agreement: float = Field(description="share of samples with the same top-1 output")
+    thresholds: dict[str, float | None]
+    passed: bool
+    failures: list[str] = Field(default_factory=list)
+
+
 class Measurement(_Record):
     """One artifact on one runtime, target and thread count."""
 
@@ -62,6 +74,7 @@ class Measurement(_Record):
     metric: dict[str, float] = Field(default_factory=dict, description="task metric(s) on the test split")
     agreement: float | None = Field(None, description="share of test samples whose top-1 matches the original model's")
     latency: LatencyStats | None = None
+    parity: Parity | None = None
     runtime_version: str | None = None
     device: dict[str, Any] = Field(default_factory=dict)
 

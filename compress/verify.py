@@ -14,7 +14,7 @@ import numpy as np
 
 from compress import metrics as metric_functions
 from compress import registry
-from compress.results import LatencyStats, Measurement
+from compress.results import LatencyStats, Measurement, Parity
 
 if TYPE_CHECKING:
     import torch
@@ -22,7 +22,29 @@ if TYPE_CHECKING:
 
     from compress.artifact import Artifact
     from compress.data import Splits
-    from compress.recipe import LoadedRecipe
+    from compress.recipe import LoadedRecipe, ParityThresholds
+
+
+def parity(outputs: np.ndarray, reference: np.ndarray, reference_name: str,
+           thresholds: ParityThresholds) -> Parity:
+    """Max abs error, mean per-sample cosine and top-1 agreement; each judged by its threshold."""
+    a = outputs.reshape(len(outputs), -1).astype(np.float64)
+    b = reference.reshape(len(reference), -1).astype(np.float64)
+    max_abs = float(np.abs(a - b).max()) if a.size else 0.0
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cosine = float(np.mean(np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)))
+    agree = metric_functions.agreement(outputs, reference)
+    failures = []
+    if not np.isfinite(max_abs):
+        failures.append("outputs are not finite")
+    if thresholds.max_abs_error is not None and not max_abs <= thresholds.max_abs_error:
+        failures.append(f"max abs error {max_abs:.3g} > {thresholds.max_abs_error:g}")
+    if not cosine >= thresholds.min_cosine:
+        failures.append(f"cosine {cosine:.5f} < {thresholds.min_cosine:g}")
+    if not agree >= thresholds.min_agreement:
+        failures.append(f"top-1 agreement {agree:.4f} < {thresholds.min_agreement:g}")
+    return Parity(reference=reference_name, max_abs_error=max_abs, cosine=cosine, agreement=agree,
+                  thresholds=thresholds.model_dump(), passed=not failures, failures=failures)
 
 
 def reference_outputs(model: torch.nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -35,13 +57,15 @@ def reference_outputs(model: torch.nn.Module, x: np.ndarray, batch_size: int = 2
 
 class Verifier:
     def __init__(self, loaded: LoadedRecipe, data: Splits, original: torch.nn.Module, folder: Path,
-                 console: Console) -> None:
+                 console: Console, torch_models: dict[str, torch.nn.Module] | None = None) -> None:
         self.loaded = loaded
         self.config = loaded.recipe.verify
         self.data = data
         self.folder = folder
         self.console = console
         self.reference = reference_outputs(original, data.test.x)
+        self.torch_models = torch_models or {}
+        self._parent_outputs: dict[str, np.ndarray] = {}
         file = str(loaded.path)
         self.metric_name = loaded.recipe.task.metric
         self.metric = registry.load("compress.metrics", self.metric_name, file=file, field="task.metric")
@@ -50,7 +74,24 @@ class Verifier:
         self.targets = [(name, registry.load("compress.targets", name, file=file, field=f"verify.targets[{i}]")())
                         for i, name in enumerate(self.config.targets)]
 
+    def _torch_source(self, artifact: Artifact) -> Artifact | None:
+        """The torch artifact this one was made from (itself, for a torch artifact)."""
+        current: Artifact | None = artifact
+        while current is not None and current.format != "torch":
+            current = self._by_id.get(current.parent or "")
+        return current
+
+    def _parity(self, artifact: Artifact, outputs: np.ndarray) -> Parity | None:
+        source = self._torch_source(artifact)
+        if source is None or source.id not in self.torch_models:
+            return None
+        if source.id not in self._parent_outputs:
+            self._parent_outputs[source.id] = reference_outputs(self.torch_models[source.id], self.data.test.x)
+        thresholds = self.config.parity[artifact.precision]  # type: ignore[index]
+        return parity(outputs, self._parent_outputs[source.id], source.name, thresholds)
+
     def verify(self, artifacts: list[Artifact]) -> list[Measurement]:
+        self._by_id = {a.id: a for a in artifacts}
         self.folder.mkdir(parents=True, exist_ok=True)
         inputs = self.folder / "inputs.npz"
         np.savez(inputs, **{self.loaded.recipe.model.input.name: self.data.test.x})
@@ -69,6 +110,7 @@ class Verifier:
         results: list[Measurement] = []
         scores: dict[str, float] = {}
         agreement: float | None = None
+        checked: Parity | None = None
         for position, threads in enumerate(latency.threads):
             outputs = self.folder / f"{artifact.name}.{runtime.name}.{target_name}.npz"
             request = {
@@ -79,6 +121,9 @@ class Verifier:
                             "min_seconds": latency.min_seconds, "batch_size": latency.batch_size,
                             "max_seconds": max(10 * latency.min_seconds, 60.0)},
             }
+            if artifact.info.get("channels_last"):
+                rank = self.data.test.x.ndim
+                request["input_transpose"] = [0, *range(2, rank), 1]
             self.console.log(f"verify [bold]{artifact.name}[/] on {runtime.name} ({target_name}, {threads} thread"
                              f"{'s' if threads > 1 else ''})")
             response = target.measure(request, self.config.timeout_s)
@@ -88,11 +133,13 @@ class Verifier:
                 if self.data.test.y is not None:
                     scores[self.metric_name] = float(self.metric(logits, self.data.test.y))
                 agreement = metric_functions.agreement(logits, self.reference)
+                checked = self._parity(artifact, logits)
             status = response.get("status", "ok" if response.get("ok") else "failed")
             results.append(Measurement(
                 artifact=artifact.name, runtime=runtime.name, target=target_name, threads=threads,
                 status=status, error=response.get("error"), metric=dict(scores), agreement=agreement,
                 latency=LatencyStats(**response["latency"]) if response.get("latency") else None,
+                parity=checked,
                 runtime_version=(response.get("runtime") or {}).get("version"),
                 device=response.get("device") or {}))
         return results

@@ -45,7 +45,17 @@ class OnnxExporter:
     requires = ("onnx", "onnxscript", "onnxruntime")
     install_hint = "pip install 'edge-compress[onnx]'"
 
-    def export(self, model: torch.nn.Module, example: torch.Tensor, dest: Path, input_name: str) -> dict[str, Any]:
+    def __init__(self, config: Any = None) -> None:
+        self.config = config
+
+    def export(self, model: torch.nn.Module, example: torch.Tensor, folder: Path,
+               input_name: str) -> tuple[Path, dict[str, Any]]:
+        """Write `folder/model.onnx`; returns its path and what the export measured."""
+        dest = folder / "model.onnx"
+        return dest, self.export_file(model, example, dest, input_name)
+
+    def export_file(self, model: torch.nn.Module, example: torch.Tensor, dest: Path,
+                    input_name: str) -> dict[str, Any]:
         import onnx
         import torch
 

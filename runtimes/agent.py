@@ -8,14 +8,15 @@ response out (written to `response` when given, and printed as the last line of 
 request:
   protocol     1
   model        path of the model file (a folder for torch artifacts)
-  runtime      "onnxruntime" | "torch"
-  device       "cpu" (default)
+  runtime      "onnxruntime" | "openvino" | "litert" | "torch"
+  device       "cpu" (default), "cuda[:N]" / "tensorrt[:N]" (onnxruntime), "gpu[:N]" (openvino)
   threads      intra-op threads, set before the runtime is imported
   inputs       .npz of named arrays, samples on the first axis (the same for every artifact)
   batch_size   batch for collecting outputs (default 64)
   outputs      where to write the outputs (.npz, one array per model output), or null to skip
   latency      null, or {warmup, min_runs, min_seconds, max_seconds, batch_size}
   python_path  folders to import from (torch artifacts rebuild their model from its factory)
+  input_transpose  axes to transpose every input by first (NCHW data for a channels-last model)
   response     where to write the response JSON (optional)
 
 response:
@@ -68,24 +69,158 @@ def describe_device():
     return info
 
 
+def _package_version(*names):
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # Python 3.7 boards
+        return "unknown"
+    for name in names:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def _device_index(device):
+    return int(device.split(":", 1)[1]) if ":" in device else 0
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, model, threads, device):
         import onnxruntime as ort
 
-        if device != "cpu":
-            raise ValueError("device %r is not supported by this agent version" % device)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        # No silent fall back to the CPU: a GPU latency that is really a CPU one would be a lie.
+        kinds = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                 "tensorrt": "TensorrtExecutionProvider"}
+        kind = device.split(":", 1)[0]
+        if kind not in kinds:
+            raise ValueError("device %r is not one of cpu, cuda[:N], tensorrt[:N]" % device)
+        provider = kinds[kind]
+        if provider not in ort.get_available_providers():
+            raise RuntimeError("ONNX Runtime here has no %s (it has %s)"
+                               % (provider, ", ".join(ort.get_available_providers())))
+        providers = [provider] if kind == "cpu" else [(provider, {"device_id": _device_index(device)})]
+        self.session = ort.InferenceSession(model, options, providers=providers)
+        if self.session.get_providers()[0] != provider:
+            raise RuntimeError("ONNX Runtime did not use %s" % provider)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.version = ort.__version__
 
     def run(self, feeds):
         return self.session.run(None, feeds)
+
+
+class OpenVinoBackend:
+    name = "openvino"
+
+    def __init__(self, model, threads, device):
+        import openvino as ov
+
+        path = os.path.join(model, "model.xml") if os.path.isdir(model) else model
+        core = ov.Core()
+        target = {"cpu": "CPU", "gpu": "GPU"}.get(device.split(":", 1)[0])
+        if target is None:
+            raise ValueError("device %r is not one of cpu, gpu[:N]" % device)
+        if ":" in device:
+            target = "%s.%d" % (target, _device_index(device))
+        available = core.available_devices  # e.g. ['CPU', 'GPU.0', 'GPU.1'] or ['CPU', 'GPU']
+        if not any(d == target or d.startswith(target + ".") or d + ".0" == target for d in available):
+            raise RuntimeError("OpenVINO here has no device %s (it has %s)" % (target, ", ".join(available)))
+        # An fp32 artifact is verified in fp32: the CPU plugin otherwise runs it in bf16 on CPUs
+        # that have it (outputs off by ~0.1). Quantized layers still run in int8.
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if target == "CPU":
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(core.read_model(path), target, config)
+        self.request = self.compiled.create_infer_request()
+        self.input_names = [i.get_any_name() for i in self.compiled.inputs]
+        self.version = ov.get_version()
+
+    def run(self, feeds):
+        result = self.request.infer(dict(enumerate(feeds.values())))
+        # the request reuses its output buffers: copy before the next call overwrites them
+        return [result[output].copy() for output in self.compiled.outputs]
+
+
+def _load_tflite_interpreter():
+    """ai-edge-litert here; tflite_runtime or TensorFlow Lite on devices without it."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai-edge-litert " + _package_version("ai-edge-litert")
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, "tflite-runtime " + _package_version("tflite-runtime", "tflite_runtime")
+    except ImportError:
+        pass
+    import tensorflow as tf
+
+    return tf.lite.Interpreter, "tensorflow " + tf.__version__
+
+
+class LiteRtBackend:
+    """Quantized inputs and outputs are (de)quantized here: callers pass and get floats."""
+
+    name = "litert"
+
+    def __init__(self, model, threads, device):
+        if device != "cpu":
+            raise ValueError("the LiteRT agent runs on the CPU (XNNPACK); device %r is not supported" % device)
+        interpreter_class, self.version = _load_tflite_interpreter()
+        self.interpreter = interpreter_class(model_path=model, num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.inputs = self.interpreter.get_input_details()
+        self.outputs = self.interpreter.get_output_details()
+        self.input_names = None  # fed by position
+
+    @staticmethod
+    def _to_tensor(array, detail):
+        import numpy
+
+        scale, zero_point = detail["quantization"]
+        if scale and numpy.issubdtype(detail["dtype"], numpy.integer) and array.dtype.kind == "f":
+            info = numpy.iinfo(detail["dtype"])
+            return numpy.clip(numpy.round(array / scale) + zero_point, info.min, info.max).astype(detail["dtype"])
+        return array.astype(detail["dtype"], copy=False)
+
+    @staticmethod
+    def _from_tensor(array, detail):
+        import numpy
+
+        scale, zero_point = detail["quantization"]
+        if scale and numpy.issubdtype(array.dtype, numpy.integer):
+            return (array.astype(numpy.float32) - zero_point) * scale
+        return array.copy()
+
+    def _invoke(self, arrays):
+        for array, detail in zip(arrays, self.inputs):
+            self.interpreter.set_tensor(detail["index"], self._to_tensor(array, detail))
+        self.interpreter.invoke()
+        return [self._from_tensor(self.interpreter.get_tensor(d["index"]), d) for d in self.outputs]
+
+    def run(self, feeds):
+        import numpy
+
+        arrays = list(feeds.values())
+        fixed = int(self.inputs[0]["shape"][0])
+        count = arrays[0].shape[0]
+        if count == fixed:
+            return self._invoke(arrays)
+        if count % fixed:
+            raise ValueError("this .tflite takes batches of %d; %d samples given" % (fixed, count))
+        # a fixed-batch model: run it chunk by chunk
+        chunks = [self._invoke([a[i:i + fixed] for a in arrays]) for i in range(0, count, fixed)]
+        return [numpy.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
 
 class TorchBackend:
@@ -111,7 +246,8 @@ class TorchBackend:
         return [o.numpy() for o in outs]
 
 
-BACKENDS = {"onnxruntime": OnnxRuntimeBackend, "torch": TorchBackend}
+BACKENDS = {"onnxruntime": OnnxRuntimeBackend, "openvino": OpenVinoBackend, "litert": LiteRtBackend,
+            "torch": TorchBackend}
 
 
 def load_backend(runtime, model, threads=1, device="cpu"):
@@ -191,6 +327,9 @@ def serve(request):
     backend = load_backend(request["runtime"], request["model"], threads, request.get("device", "cpu"))
     with numpy.load(request["inputs"], allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
+    if request.get("input_transpose"):  # e.g. NCHW data for a channels-last artifact
+        axes = request["input_transpose"]
+        arrays = {key: numpy.ascontiguousarray(value.transpose(axes)) for key, value in arrays.items()}
     response = {"protocol": PROTOCOL, "ok": True, "error": None, "device": describe_device(),
                 "runtime": {"name": backend.name, "version": backend.version,
                             "device": request.get("device", "cpu")}}

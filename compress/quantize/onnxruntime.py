@@ -3,16 +3,17 @@ calibration on samples from the calibration split."""
 
 from __future__ import annotations
 
-import fnmatch
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compress.errors import InputError, StageError
+from compress.errors import StageError
+from compress.quantize import match_names
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from compress.artifact import Artifact
     from compress.recipe import QuantizeConfig
 
 
@@ -22,8 +23,13 @@ class OnnxRuntimeQuantizer:
     requires = ("onnxruntime", "onnx")
     install_hint = "pip install 'edge-compress[onnx]'"
 
-    def quantize(self, source: Path, dest: Path, config: QuantizeConfig, calibration: np.ndarray,
-                 input_name: str, *, file: str | None = None) -> dict[str, Any]:
+    def quantize(self, source: Artifact, folder: Path, config: QuantizeConfig, calibration: np.ndarray, *,
+                 input_name: str, torch_model: Any = None, file: str | None = None) -> tuple[Path, dict[str, Any]]:
+        dest = folder / "model.onnx"
+        return dest, self.quantize_file(source.path, dest, config, calibration, input_name, file=file)
+
+    def quantize_file(self, source: Path, dest: Path, config: QuantizeConfig, calibration: np.ndarray,
+                      input_name: str, *, file: str | None = None) -> dict[str, Any]:
         import onnx
         from onnxruntime.quantization import (
             CalibrationDataReader,
@@ -64,17 +70,11 @@ class OnnxRuntimeQuantizer:
                 raise StageError(f"ONNX Runtime quantization failed: {type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else ''}", field="quantize") from None
         return {"quantizer": "onnxruntime.quantize_static", "format": "QDQ",
+                "ignore_matches": {p: match_names(nodes, [p]) for p in config.ignore},
                 "activations": config.activations, "weights": "int8", "per_channel": config.per_channel,
                 "calibration_method": config.calibration.method, "calibration_samples": len(samples),
                 "nodes_excluded": excluded}
 
     @staticmethod
     def _excluded(nodes: list[str], patterns: list[str], file: str | None) -> list[str]:
-        excluded: list[str] = []
-        for index, pattern in enumerate(patterns):
-            hits = [n for n in nodes if fnmatch.fnmatchcase(n, pattern)]
-            if not hits:
-                raise InputError(f"{pattern!r} matches no ONNX node (e.g. {', '.join(nodes[:5])})",
-                                 file=file, field=f"quantize.ignore[{index}]")
-            excluded.extend(h for h in hits if h not in excluded)
-        return excluded
+        return match_names(nodes, patterns)
