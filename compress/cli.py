@@ -93,6 +93,43 @@ def schema(which: str | None) -> None:
     click.echo(json.dumps(document, indent=2))
 
 
+@main.command(name="bench")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--runtime", default=None, help="onnxruntime / openvino / litert / torch, or 'all' that load the file.")
+@click.option("--threads", default="1", show_default=True, help="Thread counts to measure, e.g. 1,2.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--min-runs", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="[NAME=]D1,D2,...",
+              help="Shape of an input with dynamic dimensions (repeatable).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N] (onnxruntime), gpu[:N] (openvino).")
+@click.option("--trust", is_flag=True, help="Allow .pt2 files, which run code when loaded.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def bench_command(model: Path, runtime: str | None, threads: str, batch: int, warmup: int, min_runs: int,
+                  min_seconds: float, input_shapes: tuple[str, ...], device: str, trust: bool, as_json: bool) -> None:
+    """Benchmark MODEL (.onnx, .xml, .tflite, .pt2) on this machine, without a recipe."""
+    from compress.bench import bench, parse_input_shapes, parse_threads, render
+    from compress.errors import CompressError
+
+    try:
+        rows = bench(model, runtime=runtime, threads=parse_threads(threads), batch=batch, warmup=warmup,
+                     min_runs=min_runs, min_seconds=min_seconds, input_shapes=parse_input_shapes(input_shapes),
+                     device=device, trust=trust)
+    except CompressError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps([{"model": str(model), "runtime": r.runtime, "threads": r.threads, **r.response}
+                               for r in rows], indent=1))
+    else:
+        click.echo(render(model, rows))
+    failed = [r for r in rows if not r.response.get("ok")]
+    if failed:
+        click.echo(f"error: {failed[0].runtime} ({failed[0].threads} threads): {failed[0].response.get('error')}",
+                   err=True)
+        sys.exit(EXIT_INCOMPLETE)
+
+
 @main.command()
 def plugins() -> None:
     """List installed plugins and the optional libraries they miss."""

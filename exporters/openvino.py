@@ -35,7 +35,10 @@ def _convert(route: str, model: torch.nn.Module, example: torch.Tensor, scratch:
     if route == "torch":
         return ov.convert_model(model, example_input=example, input=[batch_free])
     if route == "exported_program":
-        program = torch.export.export(model, (example,))
+        # The batch must be symbolic in the program itself: a program traced at batch 2 and only
+        # relabelled dynamic afterwards computes garbage at other batch sizes.
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
         return ov.convert_model(program, input=[batch_free])
     from exporters.onnx import OnnxExporter
 

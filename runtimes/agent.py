@@ -11,7 +11,8 @@ request:
   runtime      "onnxruntime" | "openvino" | "litert" | "torch"
   device       "cpu" (default), "cuda[:N]" / "tensorrt[:N]" (onnxruntime), "gpu[:N]" (openvino)
   threads      intra-op threads, set before the runtime is imported
-  inputs       .npz of named arrays, samples on the first axis (the same for every artifact)
+  inputs       .npz of named arrays, samples on the first axis (the same for every artifact); or
+  random_inputs  {shapes: {name: [dims]}, batch, seed}: random inputs from the model's own specs
   batch_size   batch for collecting outputs (default 64)
   outputs      where to write the outputs (.npz, one array per model output), or null to skip
   latency      null, or {warmup, min_runs, min_seconds, max_seconds, batch_size}
@@ -24,7 +25,7 @@ response:
   system, cpu, python, numpy, cpu_flags}, outputs (path) and latency {p50_ms, p90_ms, p99_ms,
   mean_ms, min_ms, max_ms, runs, seconds, throughput_per_s, batch_size, threads, warmup}.
 
-Exit code 0 when ok, 1 when the measurement failed, 2 for a bad request.
+Exit code 0 when ok, 1 when the measurement failed, 2 for a bad request (status "bad_input").
 """
 
 import json
@@ -116,6 +117,12 @@ class OnnxRuntimeBackend:
     def run(self, feeds):
         return self.session.run(None, feeds)
 
+    def input_specs(self):
+        dtypes = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+                  "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(bool)": "bool"}
+        return [(i.name, [d if isinstance(d, int) else None for d in i.shape], dtypes.get(i.type, "float32"))
+                for i in self.session.get_inputs()]
+
 
 class OpenVinoBackend:
     name = "openvino"
@@ -147,6 +154,13 @@ class OpenVinoBackend:
         result = self.request.infer(dict(enumerate(feeds.values())))
         # the request reuses its output buffers: copy before the next call overwrites them
         return [result[output].copy() for output in self.compiled.outputs]
+
+    def input_specs(self):
+        specs = []
+        for port in self.compiled.inputs:
+            shape = [None if d.is_dynamic else d.get_length() for d in port.get_partial_shape()]
+            specs.append((port.get_any_name(), shape, port.get_element_type().to_dtype().name))
+        return specs
 
 
 def _load_tflite_interpreter():
@@ -208,6 +222,14 @@ class LiteRtBackend:
         self.interpreter.invoke()
         return [self._from_tensor(self.interpreter.get_tensor(d["index"]), d) for d in self.outputs]
 
+    def input_specs(self):
+        specs = []
+        for detail in self.inputs:
+            shape = [None if d < 0 else int(d) for d in detail.get("shape_signature", detail["shape"])]
+            quantized = detail["quantization"][0] and detail["dtype"].__name__ in ("int8", "uint8")
+            specs.append((detail["name"], shape, "float32" if quantized else detail["dtype"].__name__))
+        return specs
+
     def run(self, feeds):
         import numpy
 
@@ -224,20 +246,32 @@ class LiteRtBackend:
 
 
 class TorchBackend:
+    """A torch artifact folder of compress, or a .pt2 program (which the caller chose to trust)."""
+
     name = "torch"
 
     def __init__(self, model, threads, device):
         import torch
 
         torch.set_num_threads(threads)
-        from compress.modelio import load_torch_artifact
-
         if device != "cpu":
             raise ValueError("device %r is not supported by this agent version" % device)
         self.torch = torch
-        self.model = load_torch_artifact(__import__("pathlib").Path(model)).eval()
+        self.specs = []
+        if model.endswith(".pt2"):
+            program = torch.export.load(model)
+            self.model = program.module()
+            for index, value in enumerate(program.example_inputs[0] if program.example_inputs else ()):
+                self.specs.append(("input_%d" % index, list(value.shape), str(value.dtype).replace("torch.", "")))
+        else:
+            from compress.modelio import load_torch_artifact
+
+            self.model = load_torch_artifact(__import__("pathlib").Path(model)).eval()
         self.input_names = None
         self.version = torch.__version__
+
+    def input_specs(self):
+        return self.specs
 
     def run(self, feeds):
         with self.torch.inference_mode():
@@ -314,6 +348,38 @@ def measure_latency(backend, arrays, latency, threads):
             "batch_size": batch, "threads": threads, "warmup": int(latency.get("warmup", 10))}
 
 
+class BadInput(ValueError):
+    """The request cannot be served as asked (not a failure of the runtime)."""
+
+
+def random_inputs(specs, shapes, batch, seed):
+    """Inputs for a benchmark: the model's own input specs, dynamic dimensions from `shapes`."""
+    import numpy
+
+    rng = numpy.random.default_rng(seed)
+    arrays = {}
+    for name, shape, dtype in specs:
+        given = shapes.get(name) or (shapes.get("*") if len(specs) == 1 else None)
+        if given is not None:
+            if len(given) != len(shape):
+                raise BadInput("input %r has %d dimensions; --input-shape gave %d" % (name, len(shape), len(given)))
+            shape = list(given)
+        elif shape and shape[0] is None:
+            shape = [batch] + shape[1:]
+        if any(d is None for d in shape):
+            raise BadInput("input %r has dynamic dimensions %s: give them with --input-shape %s=..."
+                           % (name, ["?" if d is None else d for d in shape], name))
+        if dtype.startswith("float"):
+            arrays[name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == "bool":
+            arrays[name] = numpy.ones(shape, dtype=bool)
+        else:
+            arrays[name] = rng.integers(0, 2, size=shape).astype(dtype)
+    if not arrays:
+        raise BadInput("the model does not describe its inputs: give them with --input-shape")
+    return arrays
+
+
 def serve(request):
     if request.get("protocol") != PROTOCOL:
         raise ValueError("protocol %r is not %d" % (request.get("protocol"), PROTOCOL))
@@ -325,12 +391,18 @@ def serve(request):
     import numpy
 
     backend = load_backend(request["runtime"], request["model"], threads, request.get("device", "cpu"))
-    with numpy.load(request["inputs"], allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
+    if request.get("inputs"):
+        with numpy.load(request["inputs"], allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    else:
+        generate = request.get("random_inputs") or {}
+        arrays = random_inputs(backend.input_specs(), generate.get("shapes") or {},
+                               int(generate.get("batch", 1)), int(generate.get("seed", 0)))
     if request.get("input_transpose"):  # e.g. NCHW data for a channels-last artifact
         axes = request["input_transpose"]
         arrays = {key: numpy.ascontiguousarray(value.transpose(axes)) for key, value in arrays.items()}
     response = {"protocol": PROTOCOL, "ok": True, "error": None, "device": describe_device(),
+                "inputs": {key: list(value.shape) for key, value in arrays.items()},
                 "runtime": {"name": backend.name, "version": backend.version,
                             "device": request.get("device", "cpu")}}
     if request.get("outputs"):
@@ -359,6 +431,9 @@ def main(argv):
     try:
         response = serve(request)
         code = 0
+    except BadInput as exc:
+        response = {"protocol": PROTOCOL, "ok": False, "status": "bad_input", "error": str(exc)}
+        code = 2
     except Exception as exc:  # any runtime failure becomes a one-line error in the response
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         response = {"protocol": PROTOCOL, "ok": False, "error": "%s: %s" % (type(exc).__name__, message)}

@@ -26,6 +26,19 @@ def test_quickstart_meets_its_targets(tmp_path):
     assert artifacts["distill"]["macs"] <= 0.6 * artifacts["original"]["macs"]
     assert top1[("original", "torch")] >= 0.95  # the from-scratch training worked
     assert top1[("distill", "torch")] >= top1[("original", "torch")] - 0.015
-    assert top1[("distill.int8.onnx", "onnxruntime")] >= top1[("distill.onnx", "onnxruntime")] - 0.01
-    assert artifacts["distill.onnx"]["size_bytes"] >= 3 * artifacts["distill.int8.onnx"]["size_bytes"]
-    assert (results_file.parent / "table.txt").read_text().count("distill.int8.onnx") >= 1
+    # every format in fp32 and int8, each verified on every runtime that loads it
+    assert set(top1) == {
+        ("original", "torch"), ("prune", "torch"), ("distill", "torch"),
+        ("original.onnx", "onnxruntime"), ("original.onnx", "openvino"),
+        ("distill.onnx", "onnxruntime"), ("distill.onnx", "openvino"),
+        ("distill.int8.onnx", "onnxruntime"), ("distill.int8.onnx", "openvino"),
+        ("original.openvino", "openvino"), ("distill.openvino", "openvino"), ("distill.int8.openvino", "openvino"),
+        ("original.tflite", "litert"), ("distill.tflite", "litert"), ("distill.int8.tflite", "litert")}
+    for fmt, runtimes in (("onnx", ("onnxruntime", "openvino")), ("openvino", ("openvino",)), ("tflite", ("litert",))):
+        fp32, int8 = artifacts[f"distill.{fmt}"], artifacts[f"distill.int8.{fmt}"]
+        assert fp32["size_bytes"] >= 3 * int8["size_bytes"], fmt
+        for runtime in runtimes:
+            assert top1[(int8["name"], runtime)] >= top1[(fp32["name"], runtime)] - 0.01, (fmt, runtime)
+    assert all(m["parity"]["passed"] for m in results["measurements"])
+    assert results["status"] == "complete"
+    assert (results_file.parent / "table.txt").read_text().count("distill.int8.tflite") >= 1

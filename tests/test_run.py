@@ -150,3 +150,22 @@ def test_failed_stage_is_not_cached_and_leaves_no_artifacts(cli, write_recipe, t
     entries = [p for p in cache.iterdir()]
     # only the original model (trained before the failing stage) is cached, and it is complete
     assert len(entries) == 1 and (entries[0] / "artifact.json").is_file()
+
+
+def test_a_parity_failure_is_reported_by_artifact_and_runtime(cli, write_recipe, tmp_path):
+    recipe = small_recipe(stages=[], verify={
+        "runtimes": ["onnxruntime", "openvino"], "latency": {"warmup": 0, "min_runs": 1, "min_seconds": 0},
+        "parity": {"int8": {"max_abs_error": 1e-9, "min_cosine": 0.5, "min_agreement": 0.5}}})
+    out = tmp_path / "runs"
+    result = _run(cli, write_recipe(recipe), out)
+    assert result.exit_code == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: parity failed: original.int8.onnx on onnxruntime (local, 1t): max abs error ")
+    assert last.endswith("> 1e-09 (and 1 more)")  # the same artifact on OpenVINO
+    _, results = _results(out)
+    checks = {(m["artifact"], m["runtime"]): m["parity"] for m in results["measurements"]}
+    assert checks[("original.onnx", "onnxruntime")]["passed"]
+    assert checks[("original.onnx", "openvino")]["passed"]
+    assert not checks[("original.int8.onnx", "openvino")]["passed"]
+    assert checks[("original.int8.onnx", "onnxruntime")]["thresholds"]["max_abs_error"] == 1e-9
+    assert len(results["summary"]["parity_failures"]) == 2

@@ -1,0 +1,122 @@
+"""`compress bench MODEL`: time any .onnx, .xml, .tflite or .pt2 file on this machine, without a
+recipe, through the same device agent and statistics as `compress run`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compress import registry
+from compress.errors import InputError
+
+# Which format a file is, and the runtimes that load it (the first is the default).
+FORMATS = {".onnx": ("onnx", ("onnxruntime", "openvino")), ".xml": ("openvino", ("openvino",)),
+           ".tflite": ("tflite", ("litert",)), ".pt2": ("torch", ("torch",))}
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    runtime: str
+    threads: int
+    response: dict[str, Any]
+
+
+def parse_input_shapes(values: tuple[str, ...]) -> dict[str, list[int]]:
+    """'input=1,3,224,224' or '1x3x224x224' (for a model with one input)."""
+    shapes: dict[str, list[int]] = {}
+    for value in values:
+        name, _, dims = value.rpartition("=")
+        try:
+            shape = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
+        except ValueError:
+            raise InputError(f"--input-shape {value!r}: dimensions must be integers (e.g. input=1,3,224,224)") from None
+        if not shape or any(d <= 0 for d in shape):
+            raise InputError(f"--input-shape {value!r}: dimensions must be positive integers")
+        shapes[name or "*"] = shape
+    return shapes
+
+
+def parse_threads(text: str) -> list[int]:
+    try:
+        threads = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"--threads {text!r}: expected numbers such as 1,2") from None
+    if not threads or any(t <= 0 for t in threads):
+        raise InputError(f"--threads {text!r}: expected positive numbers such as 1,2")
+    return threads
+
+
+def runtimes_for(model: Path, runtime: str | None, trust: bool) -> tuple[str, list[str]]:
+    suffix = model.suffix.lower()
+    if suffix not in FORMATS:
+        raise InputError(f"cannot benchmark {model.name}: expected .onnx, .xml, .tflite or .pt2", file=str(model))
+    if not model.exists():
+        raise InputError("model file not found", file=str(model))
+    fmt, loaders = FORMATS[suffix]
+    if fmt == "torch" and not trust:
+        raise InputError(f"{model.name} is a torch.export program; loading it runs code from the file. "
+                         "Pass --trust only if you trust its source", file=str(model))
+    if fmt == "onnx":
+        from exporters.onnx import check_external_data
+
+        check_external_data(model)
+    if fmt == "openvino" and not model.with_suffix(".bin").is_file():
+        raise InputError(f"{model.with_suffix('.bin').name} (the weights of this IR) is missing", file=str(model))
+    if runtime is None:
+        chosen = [loaders[0]]
+    elif runtime == "all":
+        chosen = list(loaders)
+    elif runtime in loaders:
+        chosen = [runtime]
+    else:
+        raise InputError(f"runtime {runtime!r} does not load {suffix} files (use {', '.join(loaders)})",
+                         field="--runtime")
+    for name in chosen:
+        registry.require("compress.runtimes", name, field="--runtime")
+    return fmt, chosen
+
+
+def bench(model: Path, *, runtime: str | None, threads: list[int], batch: int, warmup: int, min_runs: int,
+          min_seconds: float, input_shapes: dict[str, list[int]], device: str = "cpu", trust: bool = False,
+          target: str = "local", timeout_s: float = 600.0) -> list[BenchRow]:
+    _, chosen = runtimes_for(model, runtime, trust)
+    runner = registry.load("compress.targets", target, field="--target")()
+    rows = []
+    for name in chosen:
+        for count in threads:
+            request = {
+                "protocol": 1, "model": str(model.resolve()), "runtime": name, "device": device, "threads": count,
+                "random_inputs": {"shapes": input_shapes, "batch": batch, "seed": 0},
+                "latency": {"warmup": warmup, "min_runs": min_runs, "min_seconds": min_seconds,
+                            "batch_size": batch, "max_seconds": max(10 * min_seconds, 60.0)},
+            }
+            response = runner.measure(request, timeout_s)
+            if response.get("status") == "bad_input":
+                raise InputError(response["error"], file=str(model))
+            rows.append(BenchRow(name, count, response))
+    return rows
+
+
+def render(model: Path, rows: list[BenchRow]) -> str:
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"bench {model.name}")
+    for column in ("runtime", "threads", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "throughput/s", "runs",
+                   "status"):
+        table.add_column(column, justify="left" if column in ("runtime", "status") else "right")
+    for row in rows:
+        lat = row.response.get("latency")
+        if lat:
+            table.add_row(row.runtime, str(row.threads), str(lat["batch_size"]), f"{lat['p50_ms']:.4f}",
+                          f"{lat['p90_ms']:.4f}", f"{lat['p99_ms']:.4f}", f"{lat['mean_ms']:.4f}",
+                          f"{lat['throughput_per_s']:.1f}", str(lat["runs"]), "ok")
+        else:
+            table.add_row(row.runtime, str(row.threads), "-", "-", "-", "-", "-", "-", "-",
+                          f"{row.response.get('status', 'failed')}: {row.response.get('error')}")
+    console = Console(record=True, width=160, file=io.StringIO())
+    console.print(table)
+    return console.export_text()

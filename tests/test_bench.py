@@ -1,0 +1,105 @@
+"""`compress bench MODEL`: any model file, no recipe, the same agent and statistics as `run`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from compress.zoo.digits import DigitsCNN
+from exporters.onnx import OnnxExporter
+from exporters.openvino import OpenVinoExporter
+from exporters.tflite import TfliteExporter
+
+FAST = ("--warmup", "1", "--min-runs", "3", "--min-seconds", "0")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("bench")
+    torch.manual_seed(0)
+    model = DigitsCNN(width=8).eval()
+    example = torch.rand(2, 1, 8, 8)
+    OnnxExporter().export_file(model, example, folder / "digits.onnx", "input")
+    ir, _ = OpenVinoExporter().export(model, example, folder / "ov", "input")
+    tflite, _ = TfliteExporter().export(model, example, folder / "tfl", "input")
+    # height and width left dynamic too: the caller must say them
+    dims = {0: torch.export.Dim("batch", max=64), 2: torch.export.Dim("h", min=4, max=64),
+            3: torch.export.Dim("w", min=4, max=64)}
+    program = torch.onnx.export(model, (example,), dynamo=True, input_names=["input"], dynamic_shapes=(dims,))
+    program.save(str(folder / "dynamic.onnx"))
+    torch.export.save(torch.export.export(model, (example[:1],)), str(folder / "digits.pt2"))
+    return {"onnx": folder / "digits.onnx", "xml": ir / "model.xml", "tflite": tflite,
+            "dynamic": folder / "dynamic.onnx", "pt2": folder / "digits.pt2"}
+
+
+def test_onnx_on_every_runtime_that_loads_it_with_each_thread_count(cli, models):
+    result = cli("bench", models["onnx"], "--runtime", "all", "--threads", "1,2", "--json", *FAST)
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["runtime"]["name"], r["threads"]) for r in rows] == [
+        ("onnxruntime", 1), ("onnxruntime", 2), ("openvino", 1), ("openvino", 2)]
+    for row in rows:
+        lat = row["latency"]
+        assert row["ok"] and lat["runs"] >= 3 and lat["batch_size"] == 1 and lat["threads"] == row["threads"]
+        assert lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+        assert row["inputs"] == {"input": [1, 1, 8, 8]}
+
+
+def test_table_for_ir_and_tflite_and_batch(cli, models):
+    result = cli("bench", models["xml"], "--batch", "4", *FAST)
+    assert result.exit_code == 0, result.stderr
+    assert "p50 ms" in result.stdout and "openvino" in result.stdout
+    rows = json.loads(cli("bench", models["xml"], "--batch", "4", "--json", *FAST).stdout)
+    assert rows[0]["latency"]["batch_size"] == 4 and rows[0]["inputs"]["input"][0] == 4
+    tflite = json.loads(cli("bench", models["tflite"], "--json", *FAST).stdout)
+    assert tflite[0]["runtime"]["name"] == "litert" and tflite[0]["ok"]
+
+
+def test_dynamic_dimensions_need_an_input_shape(cli, models):
+    result = cli("bench", models["dynamic"], *FAST)
+    assert result.exit_code == 2
+    assert "input 'input' has dynamic dimensions" in result.stderr and "--input-shape input=" in result.stderr
+    ok = cli("bench", models["dynamic"], "--input-shape", "input=1,1,16,16", "--json", *FAST)
+    assert ok.exit_code == 0, ok.stderr
+    assert json.loads(ok.stdout)[0]["inputs"] == {"input": [1, 1, 16, 16]}
+    assert cli("bench", models["dynamic"], "--input-shape", "1x1x12x12", *FAST).exit_code == 0
+    wrong_rank = cli("bench", models["dynamic"], "--input-shape", "input=1,16,16", *FAST)
+    assert wrong_rank.exit_code == 2 and "has 4 dimensions" in wrong_rank.stderr
+
+
+def test_a_pt2_program_needs_trust(cli, models):
+    refused = cli("bench", models["pt2"], *FAST)
+    assert refused.exit_code == 2 and "--trust" in refused.stderr
+    trusted = cli("bench", models["pt2"], "--trust", "--json", *FAST)
+    assert trusted.exit_code == 0, trusted.stderr
+    assert json.loads(trusted.stdout)[0]["runtime"]["name"] == "torch"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--runtime", "litert"), "runtime 'litert' does not load .onnx files"),
+    (("--threads", "one"), "--threads 'one'"),
+    (("--threads", "0"), "--threads '0'"),
+    (("--input-shape", "input=a,b"), "dimensions must be integers"),
+    (("--device", "cuda"), None),
+])
+def test_bad_options_are_one_line_errors(cli, models, args, message):
+    result = cli("bench", models["onnx"], *args, *FAST)
+    if message is None:  # no GPU here: a clear failure, never a silent CPU measurement
+        assert result.exit_code == 3 and "CUDAExecutionProvider" in result.stderr
+        return
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_and_unknown_files(cli, models, tmp_path):
+    assert cli("bench", tmp_path / "none.onnx").exit_code == 2
+    (tmp_path / "model.bin").write_bytes(b"")
+    unknown = cli("bench", tmp_path / "model.bin")
+    assert unknown.exit_code == 2 and "expected .onnx, .xml, .tflite or .pt2" in unknown.stderr
+    lonely = tmp_path / "lonely.xml"
+    lonely.write_text(models["xml"].read_text())
+    missing_bin = cli("bench", lonely)
+    assert missing_bin.exit_code == 2 and "lonely.bin" in missing_bin.stderr
