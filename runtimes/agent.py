@@ -365,7 +365,7 @@ def random_inputs(specs, shapes, batch, seed):
                 raise BadInput("input %r has %d dimensions; --input-shape gave %d" % (name, len(shape), len(given)))
             shape = list(given)
         elif shape and shape[0] is None:
-            shape = [batch] + shape[1:]
+            shape = [batch, *shape[1:]]
         if any(d is None for d in shape):
             raise BadInput("input %r has dynamic dimensions %s: give them with --input-shape %s=..."
                            % (name, ["?" if d is None else d for d in shape], name))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -12,7 +10,7 @@ from compress.artifact import Artifact
 from compress.recipe import ParityThresholds, QuantizeConfig
 from compress.verify import parity
 from compress.zoo.digits import DigitsCNN
-from exporters.openvino import OpenVinoExporter, OpenVinoExportConfig
+from exporters.openvino import OpenVinoExportConfig, OpenVinoExporter
 from exporters.tflite import TfliteExportConfig, TfliteExporter
 from runtimes.agent import load_backend
 
