@@ -335,6 +335,22 @@ class Pipeline:
         artifact = self.cache.store(artifact_id, build)
         return _Produced(artifact, False, time.perf_counter() - started, step, source.torch_model, dict(artifact.info))
 
+    def _validation(self, fmt: str, data: Splits) -> Any:
+        """What accuracy-aware int8 scores candidates with: the calibration split, never the test split."""
+        config = self.recipe.quantize
+        if config is None or config.max_accuracy_drop is None:
+            return None
+        from compress.quantize.accuracy import Budget, Validation
+
+        if data.calibration.y is None:
+            raise InputError("max_accuracy_drop needs labelled calibration data", file=self.file,
+                             field="quantize.max_accuracy_drop")
+        metric = registry.load("compress.metrics", self.recipe.task.metric, file=self.file, field="task.metric")
+        runtime = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}.get(fmt, fmt)
+        return Validation(x=data.calibration.x, y=data.calibration.y, metric=metric,
+                          budget=Budget.parse(config.max_accuracy_drop), input_name=self.recipe.model.input.name,
+                          runtime=runtime)
+
     def _quantize(self, exports: list[_Produced], data: Splits) -> list[_Produced]:
         """int8 of the final model in every exported format, each by its own quantizer."""
         config = self.recipe.quantize
@@ -365,20 +381,25 @@ class Pipeline:
         step = f"quantize.{fmt}"
         cached = self.cache.lookup(artifact_id) if self.options.resume else None
         if cached is not None:
+            _check_budget(cached, name, self.file)
             return _Produced(cached, True, 0.0, step, source.torch_model, dict(cached.info))
         self.console.log(f"quantize [bold]{name}[/] ({quantizer.name}, {len(calibration)} calibration samples)")
         started = time.perf_counter()
 
+        validation = self._validation(fmt, data)
+
         def build(folder: Path) -> Artifact:
+            extra = {"validation": validation} if validation is not None else {}
             path, info = quantizer.quantize(source.artifact, folder, config, calibration,
                                             input_name=self.recipe.model.input.name,
-                                            torch_model=source.torch_model, file=self.file)
+                                            torch_model=source.torch_model, file=self.file, **extra)
             info = {**info, "macs": source.artifact.info.get("macs"), "params": source.artifact.info.get("params")}
             return Artifact(id=artifact_id, name=name, format=fmt, precision=config.precision, path=path,
                             sha256=sha256_of(path), lineage=(*source.artifact.lineage, f"quantize.{quantizer.name}"),
                             parent=source.artifact.id, info=info)
 
         artifact = self.cache.store(artifact_id, build)
+        _check_budget(artifact, name, self.file)
         return _Produced(artifact, False, time.perf_counter() - started, step, source.torch_model, dict(artifact.info))
 
     def _artifact_records(self, artifacts: list[Artifact], produced: list[_Produced], folder: Path) -> list[Any]:
@@ -397,6 +418,19 @@ class Pipeline:
                 macs=artifact.info.get("macs"), lineage=list(artifact.lineage), parent=artifact.parent,
                 info={k: v for k, v in artifact.info.items() if k not in ("params", "macs")}))
         return records
+
+
+def _check_budget(artifact: Artifact, name: str, file: str) -> None:
+    """An int8 artifact that missed its accuracy budget stays in the cache (the best found) and
+    fails the stage, saying so."""
+    search = artifact.info.get("accuracy_aware")
+    if search and not search["budget_met"]:
+        from compress.quantize.accuracy import SearchReport, budget_missed
+
+        report = SearchReport(reference=search["validation_metric_fp32"], budget=search["budget"],
+                              allowed_drop=search["allowed_drop"], kept_in_float=search["kept_in_float"],
+                              score=search["validation_metric_int8"])
+        raise budget_missed(report, name, artifact.path, file)
 
 
 def _link_tree(source: Path, dest: Path) -> None:

@@ -100,6 +100,9 @@ class CalibrationConfig(Strict):
     percentile: float = Field(99.999, gt=0, le=100)
 
 
+_PERCENT = r"^\s*\d+(\.\d+)?\s*%\s*$"
+
+
 class QuantizeConfig(Strict):
     """The one int8 intent; each format realizes it with its own quantizer."""
 
@@ -112,6 +115,9 @@ class QuantizeConfig(Strict):
     ignore: list[str] = Field(default_factory=list)
     # NNCF's transformer scheme keeps softmax / layer norm inputs in float where that keeps accuracy.
     model_type: Literal["default", "transformer"] = "default"
+    # Accuracy-aware int8: at most this drop against the fp32 parent on the validation data,
+    # absolute (0.01 = one point of top-1) or relative ("1%"). Layers stay in float until it holds.
+    max_accuracy_drop: Annotated[float, Field(ge=0)] | Annotated[str, Field(pattern=_PERCENT)] | None = None
 
 
 class LatencyConfig(Strict):

@@ -91,6 +91,9 @@ def summarize(results: Results) -> dict[str, Any]:
             continue
         key = artifact.name
         summary[f"{key}_size_ratio_vs_fp32"] = round(parent.size_bytes / artifact.size_bytes, 2)
+        search = artifact.info.get("accuracy_aware")
+        if search:
+            summary[f"{key}_kept_in_float"] = search["kept_in_float"]
         for m in results.measurements:
             if m.artifact != key or m.status != "ok":
                 continue

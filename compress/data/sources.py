@@ -26,6 +26,13 @@ def digits(config: DataConfig, loaded: LoadedRecipe) -> Splits:
                          test_fraction=config.test_fraction, seed=config.seed, source="digits")
 
 
+def digits_sequence(config: DataConfig, loaded: LoadedRecipe) -> Splits:
+    """The same digits, each image as a sequence of its 8 rows (8 steps of 8 features)."""
+    splits = digits(config, loaded)
+    return Splits(**{name: Split(getattr(splits, name).x[:, 0], getattr(splits, name).y)
+                     for name in ("train", "calibration", "test")}, source="digits_sequence")
+
+
 def _from_arrays(arrays: dict[str, np.ndarray], config: DataConfig, origin: str, file: str) -> Splits:
     """Either `x` (+ `y`) to split with the seed, or ready splits `train_x`, `train_y`, ..."""
     if "x" in arrays:

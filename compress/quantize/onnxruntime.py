@@ -9,6 +9,19 @@ from typing import TYPE_CHECKING, Any
 
 from compress.errors import StageError
 from compress.quantize import match_names
+from compress.quantize.accuracy import Validation, greedy_keep_in_float
+
+# Ops that only move or reshape data: keeping them in float changes nothing on its own.
+_LAYOUT_OPS = {"Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten", "Slice", "Split", "Pad", "Where",
+               "TopK", "CumSum", "Resize", "GatherElements"}
+
+
+def _candidates(nodes: list[Any]) -> list[str]:
+    """Nodes the QDQ quantizer would quantize (its registries), minus pure data movement."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    quantized = (set(QDQRegistry) | set(QLinearOpsRegistry)) - _LAYOUT_OPS
+    return [n.name for n in nodes if n.op_type in quantized]
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,12 +37,33 @@ class OnnxRuntimeQuantizer:
     install_hint = "pip install 'edge-compress[onnx]'"
 
     def quantize(self, source: Artifact, folder: Path, config: QuantizeConfig, calibration: np.ndarray, *,
-                 input_name: str, torch_model: Any = None, file: str | None = None) -> tuple[Path, dict[str, Any]]:
+                 input_name: str, torch_model: Any = None, file: str | None = None,
+                 validation: Validation | None = None) -> tuple[Path, dict[str, Any]]:
         dest = folder / "model.onnx"
-        return dest, self.quantize_file(source.path, dest, config, calibration, input_name, file=file)
+        if validation is None:
+            return dest, self.quantize_file(source.path, dest, config, calibration, input_name, file=file)
+        # Accuracy-aware: nodes left unquantized, most harmful first, until within the budget.
+        import onnx
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        reference = validation.score(source.path)
+        with tempfile.TemporaryDirectory(prefix="compress-quant-") as scratch:
+            prepared = Path(scratch) / "prepared.onnx"  # node names as quantize_file will see them
+            quant_pre_process(str(source.path), str(prepared), skip_symbolic_shape=False)
+            candidates = _candidates(list(onnx.load(str(prepared), load_external_data=False).graph.node))
+        info: dict[str, Any] = {}
+
+        def quantize_leaving(excluded: list[str], path: Path) -> None:
+            info.update(self.quantize_file(source.path, path, config, calibration, input_name, file=file,
+                                           extra_excluded=excluded))
+
+        report = greedy_keep_in_float(quantize_leaving, candidates, reference, validation, dest)
+        info["nodes_excluded"] = sorted(set(info.get("nodes_excluded", [])) - set(candidates)) + report.kept_in_float
+        return dest, {**info, **report.as_info()}
 
     def quantize_file(self, source: Path, dest: Path, config: QuantizeConfig, calibration: np.ndarray,
-                      input_name: str, *, file: str | None = None) -> dict[str, Any]:
+                      input_name: str, *, file: str | None = None, extra_excluded: list[str] | None = None
+                      ) -> dict[str, Any]:
         import onnx
         from onnxruntime.quantization import (
             CalibrationDataReader,
@@ -55,7 +89,7 @@ class OnnxRuntimeQuantizer:
             # Shape inference and graph folding first, as ONNX Runtime's docs advise.
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
             nodes = [n.name for n in onnx.load(str(prepared), load_external_data=False).graph.node]
-            excluded = self._excluded(nodes, config.ignore, file)
+            excluded = self._excluded(nodes, config.ignore, file) + list(extra_excluded or [])
             method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                       "percentile": CalibrationMethod.Percentile}[config.calibration.method]
             extra = {"CalibPercentile": config.calibration.percentile} if method == CalibrationMethod.Percentile else {}

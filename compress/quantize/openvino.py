@@ -1,18 +1,42 @@
-"""OpenVINO IR fp32 -> int8 with NNCF post-training quantization."""
+"""OpenVINO IR fp32 -> int8 with NNCF post-training quantization; with an accuracy budget,
+NNCF's quantize_with_accuracy_control keeps the most harmful layers in float."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compress.errors import StageError
 from compress.quantize import match_names
+from compress.quantize.accuracy import SearchReport, greedy_keep_in_float
 
 if TYPE_CHECKING:
     import numpy as np
 
     from compress.artifact import Artifact
+    from compress.quantize.accuracy import Validation
     from compress.recipe import QuantizeConfig
+
+# The ops worth keeping in float when int8 costs too much accuracy (NNCF ignores them by name).
+_WEIGHTED = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul", "LSTMSequence",
+             "GRUSequence", "RNNSequence", "LSTMCell", "GRUCell"}
+# Ops whose inputs NNCF quantizes and that can be "kept in float" by removing those quantizers.
+_QUANTIZABLE = {"Convolution", "GroupConvolution", "MatMul", "LSTMSequence", "GRUSequence", "RNNSequence",
+                "LSTMCell", "GRUCell", "ConvolutionBackpropData", "Gather", "Multiply", "Add"}
+
+
+def _quantized_ops(model: Any) -> set[str]:
+    """Names of the ops fed by at least one FakeQuantize (so they compute in int8)."""
+    found = set()
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in _QUANTIZABLE:
+            continue
+        for value in op.input_values():
+            if value.get_node().get_type_name() == "FakeQuantize":
+                found.add(op.get_friendly_name())
+                break
+    return found
 
 
 class NncfQuantizer:
@@ -22,7 +46,8 @@ class NncfQuantizer:
     install_hint = "pip install 'edge-compress[openvino]'"
 
     def quantize(self, source: Artifact, folder: Path, config: QuantizeConfig, calibration: np.ndarray, *,
-                 input_name: str, torch_model: Any = None, file: str | None = None) -> tuple[Path, dict[str, Any]]:
+                 input_name: str, torch_model: Any = None, file: str | None = None,
+                 validation: Validation | None = None) -> tuple[Path, dict[str, Any]]:
         import nncf
         import openvino as ov
 
@@ -31,6 +56,11 @@ class NncfQuantizer:
         ignored = match_names(names, config.ignore)
         samples = calibration[: config.calibration.samples]
         dataset = nncf.Dataset([samples[i:i + 1] for i in range(len(samples))])
+        common: dict[str, Any] = {
+            "subset_size": len(samples), "preset": nncf.QuantizationPreset.PERFORMANCE,
+            "model_type": nncf.ModelType.TRANSFORMER if config.model_type == "transformer" else None,
+            "ignored_scope": nncf.IgnoredScope(names=ignored) if ignored else None,
+        }
         advanced = None
         if config.calibration.method == "minmax":
             from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
@@ -38,22 +68,88 @@ class NncfQuantizer:
 
             advanced = AdvancedQuantizationParameters(
                 activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
-        try:
-            quantized = nncf.quantize(
-                model, dataset, subset_size=len(samples), preset=nncf.QuantizationPreset.PERFORMANCE,
-                model_type=nncf.ModelType.TRANSFORMER if config.model_type == "transformer" else None,
-                ignored_scope=nncf.IgnoredScope(names=ignored) if ignored else None,
-                advanced_parameters=advanced)
-        except Exception as exc:
-            raise StageError(f"NNCF quantization failed: {type(exc).__name__}: "
-                             f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}",
-                             field="quantize") from None
+        info: dict[str, Any] = {
+            "quantizer": "nncf.quantize", "preset": "performance",
+            "activations_range": "minmax" if advanced else "nncf default (quantile)",
+            "calibration_samples": len(samples), "model_type": config.model_type, "nodes_excluded": ignored,
+            "ignore_matches": {p: match_names(names, [p]) for p in config.ignore}}
         ir = folder / "ir"
-        ir.mkdir(parents=True, exist_ok=True)
-        ov.save_model(quantized, str(ir / "model.xml"), compress_to_fp16=False)
-        return ir, {"quantizer": "nncf.quantize", "preset": "performance",
-                    "activations_range": "minmax" if advanced else "nncf default (quantile)",
-                    "calibration_samples": len(samples), "model_type": config.model_type,
-                    "nodes_excluded": ignored,
-                    "ignore_matches": {p: match_names(names, [p]) for p in config.ignore}}
 
+        def quantize_leaving(excluded: list[str], path: Path) -> None:
+            options = {**common, "ignored_scope": nncf.IgnoredScope(names=ignored + excluded) if ignored + excluded
+                       else None}
+            _save(_run_nncf(lambda: nncf.quantize(model, dataset, advanced_parameters=advanced, **options)), path)
+
+        if validation is None:
+            quantize_leaving([], ir)
+            return ir, info
+        reference = validation.score(source.path)
+        quantize_leaving([], ir)
+        default_score = validation.score(ir)
+        if validation.budget.met(reference, default_score):
+            report = SearchReport(reference=reference, budget=validation.budget.describe(),
+                                  allowed_drop=validation.budget.allowed_drop(reference), met=True,
+                                  score=default_score,
+                                  steps=[{"kept_in_float": [], "validation_metric": default_score}])
+            return ir, {**info, **report.as_info()}
+        default_ops = _quantized_ops(ov.Core().read_model(str(ir / "model.xml")))
+        shutil.rmtree(ir)
+        try:  # NNCF's own accuracy control first
+            final = self._accuracy_control(model, dataset, validation, common, advanced)
+            _save(final, ir)
+            score = validation.score(ir)
+            kept = sorted(default_ops - _quantized_ops(final))
+            report = SearchReport(reference=reference, budget=validation.budget.describe(),
+                                  allowed_drop=validation.budget.allowed_drop(reference), kept_in_float=kept,
+                                  met=validation.budget.met(reference, score), score=score,
+                                  steps=[{"kept_in_float": [], "validation_metric": default_score},
+                                         {"kept_in_float": kept, "validation_metric": score}])
+            info["quantizer"] = "nncf.quantize_with_accuracy_control"
+        except Exception as exc:  # it cannot compile some graphs (an LSTMSequence here): search ourselves
+            shutil.rmtree(ir, ignore_errors=True)
+            info["accuracy_control_failed"] = f"{type(exc).__name__}: {_first_line(exc)}"
+            ordered = [op.get_friendly_name() for op in model.get_ordered_ops()
+                       if op.get_type_name() in _WEIGHTED and op.get_friendly_name() not in ignored]
+            report = greedy_keep_in_float(quantize_leaving, ordered, reference, validation, ir)
+            info["quantizer"] = "nncf.quantize + per-layer search"
+        info["nodes_excluded"] = ignored + report.kept_in_float
+        return ir, {**info, **report.as_info()}
+
+    @staticmethod
+    def _accuracy_control(model: Any, dataset: Any, validation: Validation, common: dict[str, Any],
+                          advanced: Any) -> Any:
+        import nncf
+        import numpy
+
+        items = [(validation.x[i:i + 1], validation.y[i]) for i in range(len(validation.x))]
+
+        def validation_fn(compiled: Any, data: Any) -> float:
+            rows = list(data)
+            logits = numpy.concatenate([compiled(x)[0] for x, _ in rows])
+            return float(validation.metric(logits, numpy.array([y for _, y in rows])))
+
+        budget = validation.budget
+        return nncf.quantize_with_accuracy_control(
+            model, dataset, nncf.Dataset(items), validation_fn, max_drop=budget.value,
+            drop_type=nncf.DropType.RELATIVE if budget.relative else nncf.DropType.ABSOLUTE,
+            advanced_quantization_parameters=advanced, **common)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _run_nncf(call: Any) -> Any:
+    try:
+        return call()
+    except Exception as exc:
+        raise StageError(f"NNCF quantization failed: {type(exc).__name__}: {_first_line(exc)}",
+                         field="quantize") from None
+
+
+def _save(model: Any, ir: Path) -> None:
+    import openvino as ov
+
+    ir.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(ir / "model.xml"), compress_to_fp16=False)

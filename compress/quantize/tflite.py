@@ -7,14 +7,37 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from compress.errors import StageError
 from compress.quantize import match_names
+from compress.quantize.accuracy import Validation, greedy_keep_in_float
 
 if TYPE_CHECKING:
-    import numpy as np
 
     from compress.artifact import Artifact
     from compress.recipe import QuantizeConfig
+
+
+def _leave_in_float(modules: list[str]) -> Any:
+    """A PT2E quantizer that annotates nothing inside `modules` (so they stay in float).
+
+    Its own set_module_name(name, None) is refused ("not supported yet"), and its name filter reads
+    module names from a key format torch 2.13 no longer uses; so the annotations of nodes under
+    those modules are dropped after annotating."""
+    from litert_torch.quantize import pt2e_quantizer
+
+    class LeaveInFloat(pt2e_quantizer.PT2EQuantizer):
+        def annotate(self, model: Any) -> Any:
+            model = super().annotate(model)
+            if modules:
+                for node in model.graph.nodes:
+                    paths = [entry[0] for entry in (node.meta.get("nn_module_stack") or {}).values()]
+                    if any(p == m or p.startswith(m + ".") for p in paths for m in modules):
+                        node.meta.pop("quantization_annotation", None)
+            return model
+
+    return LeaveInFloat()
 
 
 class LiteRtQuantizer:
@@ -24,7 +47,43 @@ class LiteRtQuantizer:
     install_hint = "pip install 'edge-compress[tflite]'"
 
     def quantize(self, source: Artifact, folder: Path, config: QuantizeConfig, calibration: np.ndarray, *,
-                 input_name: str, torch_model: Any = None, file: str | None = None) -> tuple[Path, dict[str, Any]]:
+                 input_name: str, torch_model: Any = None, file: str | None = None,
+                 validation: Validation | None = None) -> tuple[Path, dict[str, Any]]:
+        if torch_model is None:
+            raise StageError("the TFLite int8 path quantizes the torch model, which is not at hand",
+                             field="quantize")
+        dest = folder / "model.tflite"
+        modules = [name for name, _ in torch_model.named_modules() if name]
+        ignored = match_names(modules, config.ignore)
+        if validation is None:
+            info = self._convert(torch_model, source, config, calibration, ignored, dest)
+        else:  # accuracy-aware: torch modules left in float, most harmful first
+            import dataclasses
+
+            import torch
+
+            if source.info.get("channels_last"):
+                rank = validation.x.ndim
+                validation = dataclasses.replace(
+                    validation, x=np.ascontiguousarray(validation.x.transpose(0, *range(2, rank), 1)))
+            reference = validation.score(source.path)
+            # leaf modules holding parameters or buffers: the layers PT2E annotates for int8
+            candidates = [name for name, m in torch_model.named_modules()
+                          if name and not list(m.children()) and (list(m.parameters()) or list(m.buffers()))
+                          and not isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+            info = {}
+
+            def quantize_leaving(excluded: list[str], path: Path) -> None:
+                info.update(self._convert(torch_model, source, config, calibration, ignored + excluded, path))
+
+            report = greedy_keep_in_float(quantize_leaving, candidates, reference, validation, dest)
+            info["nodes_excluded"] = ignored + report.kept_in_float
+            info.update(report.as_info())
+        info["ignore_matches"] = {p: match_names(modules, [p]) for p in config.ignore}
+        return dest, info
+
+    def _convert(self, torch_model: Any, source: Artifact, config: QuantizeConfig, calibration: np.ndarray,
+                 ignored: list[str], dest: Path) -> dict[str, Any]:
         import litert_torch
         import torch
         from litert_torch.quantize import pt2e_quantizer, quant_config
@@ -32,21 +91,12 @@ class LiteRtQuantizer:
 
         from exporters.tflite import prepare_for_tflite
 
-        if torch_model is None:
-            raise StageError("the TFLite int8 path quantizes the torch model, which is not at hand",
-                             field="quantize")
         channels_last = bool(source.info.get("channels_last"))
         samples = torch.from_numpy(calibration[: config.calibration.samples])
         module, example = prepare_for_tflite(torch_model, samples[:1], channels_last)
-        quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
-            pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=config.per_channel, is_dynamic=False))
-        # `quantize.ignore` globs name torch modules here; those stay in float
-        modules = [name for name, _ in torch_model.named_modules() if name]
-        ignored = match_names(modules, config.ignore)
         prefix = "inner." if module is not torch_model and hasattr(module, "inner") else ""
-        for name in ignored:
-            quantizer.set_module_name(prefix + name, None)
-        dest = folder / "model.tflite"
+        quantizer = _leave_in_float([prefix + name for name in ignored]).set_global(
+            pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=config.per_channel, is_dynamic=False))
         try:
             graph = torch.export.export(module, (example,)).module()
             graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
@@ -61,7 +111,5 @@ class LiteRtQuantizer:
             raise StageError(f"TFLite int8 conversion failed: {type(exc).__name__}: "
                              f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}",
                              field="quantize") from None
-        return dest, {"quantizer": "litert_torch PT2E", "scheme": "symmetric int8",
-                      "per_channel": config.per_channel, "calibration_samples": len(samples),
-                      "channels_last": channels_last, "nodes_excluded": ignored,
-                      "ignore_matches": {p: match_names(modules, [p]) for p in config.ignore}}
+        return {"quantizer": "litert_torch PT2E", "scheme": "symmetric int8", "per_channel": config.per_channel,
+                "calibration_samples": len(samples), "channels_last": channels_last, "nodes_excluded": ignored}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -22,3 +23,33 @@ class DigitsCNN(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+
+class ChannelScale(nn.Module):
+    """Multiplies each channel by a fixed factor (a buffer, not trained)."""
+
+    def __init__(self, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale)
+
+    def forward(self, x):
+        return x * self.scale
+
+
+class DigitsCNNOutlier(DigitsCNN):
+    """DigitsCNN with one channel of a hidden activation scaled up by a fixed factor.
+
+    Large-magnitude outlier channels are a known way per-tensor int8 activations fail (one scale
+    must cover the outlier, leaving the other channels a handful of levels); transformers grow
+    such channels by themselves. Here the outlier is built in so the failure is reproducible.
+    """
+
+    def __init__(self, width: int = 32, num_classes: int = 10, outlier: float = 1000.0) -> None:
+        super().__init__(width, num_classes)
+        scale = torch.ones(1, 2 * width, 1, 1)
+        scale[:, 0] = outlier
+        self.outlier = ChannelScale(scale)
+
+    def forward(self, x):
+        x = self.features[:6](x)  # two conv blocks
+        return self.classifier(self.features[6:](self.outlier(x)))
