@@ -126,6 +126,8 @@ class LatencyConfig(Strict):
     min_seconds: float = Field(1.0, ge=0)
     threads: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1], min_length=1)
     batch_size: int = Field(1, gt=0)
+    # Rounds of timed runs; gates compare the median of the rounds' p50s, robust to a noisy machine.
+    trials: int = Field(1, gt=0)
 
 
 class ParityThresholds(Strict):

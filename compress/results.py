@@ -33,6 +33,8 @@ class LatencyStats(_Record):
     batch_size: int
     threads: int
     warmup: int
+    trial_p50_ms: list[float] = Field(default_factory=list,
+                                      description="p50 of each round of runs (verify.latency.trials rounds)")
 
 
 class ArtifactRecord(_Record):

