@@ -24,6 +24,7 @@ from compress.artifact import Artifact, sha256_of, size_of, stable_hash
 from compress.cache import ArtifactCache
 from compress.errors import CompressError, InputError, StageError
 from compress.stage import StageContext
+from exporters import ExportRefused, unsupported_op
 
 if TYPE_CHECKING:
     import torch
@@ -101,6 +102,7 @@ class Pipeline:
         self.file = str(loaded.path)
         self.cache = ArtifactCache(options.out / self.recipe.name / "cache")
         self.log = logging.getLogger("compress.run")
+        self.refusals: list[dict[str, Any]] = []
 
     # --- the run -----------------------------------------------------------------------------
 
@@ -156,7 +158,7 @@ class Pipeline:
             produced.append(current)
         torch_artifacts = [p.artifact for p in produced]
         exports = self._exports(original, current, ctx)
-        quantized = self._quantize(exports, data)
+        quantized = self._quantize([e for e in exports if e.artifact.parent == current.artifact.id], data)
         artifacts = torch_artifacts + [p.artifact for p in exports + quantized]
 
         from compress.verify import Verifier
@@ -176,7 +178,7 @@ class Pipeline:
                   "test": len(data.test), "fingerprint": data.fingerprint()},
             stages=[{"name": p.step, "artifact": p.artifact.name, "cached": p.cached,
                      "seconds": round(p.seconds, 3), "info": p.info} for p in produced + exports + quantized],
-            artifacts=records, measurements=measurements, versions=versions)
+            artifacts=records, measurements=measurements, refusals=self.refusals, versions=versions)
         from compress.report import render_table, summarize
 
         results.summary = summarize(results)
@@ -309,8 +311,16 @@ class Pipeline:
             exporter_cls = registry.require("compress.exporters", spec.name, file=self.file, field=f"export[{index}]")
             exporter = exporter_cls(spec.config)
             for source in sources:
-                produced.append(self._export_one(exporter, spec, source))
+                try:
+                    produced.append(self._export_one(exporter, spec, source))
+                except ExportRefused as exc:
+                    self._refuse(source.artifact.name, exporter.format, f"export.{exporter.name}", exc.op, exc)
         return produced
+
+    def _refuse(self, artifact: str, fmt: str, stage: str, op: str | None, exc: CompressError) -> None:
+        self.console.log(f"[yellow]refused[/] {fmt} for {artifact} at {stage}: {exc.message}")
+        self.log.warning("refused %s for %s at %s: %s", fmt, artifact, stage, exc.message)
+        self.refusals.append({"artifact": artifact, "format": fmt, "stage": stage, "op": op, "reason": exc.message})
 
     def _export_one(self, exporter: Any, spec: Any, source: _Produced) -> _Produced:
         options = spec.config.model_dump(mode="json") if spec.config is not None else {}
@@ -351,17 +361,22 @@ class Pipeline:
                           budget=Budget.parse(config.max_accuracy_drop), input_name=self.recipe.model.input.name,
                           runtime=runtime)
 
-    def _quantize(self, exports: list[_Produced], data: Splits) -> list[_Produced]:
-        """int8 of the final model in every exported format, each by its own quantizer."""
+    def _quantize(self, final_exports: list[_Produced], data: Splits) -> list[_Produced]:
+        """int8 of the final model in every format it was exported to, each by its own quantizer."""
         config = self.recipe.quantize
         if config is None:
             return []
-        final_exports = [e for e in exports if e.artifact.lineage[:-1] != ("original",)] or exports
         produced = []
         for source in final_exports:
             if source.artifact.precision != "fp32":
                 continue  # quantize from full precision only
-            produced.append(self._quantize_one(source, data))
+            try:
+                produced.append(self._quantize_one(source, data))
+            except StageError as exc:
+                if exc.field == "quantize.max_accuracy_drop":
+                    raise  # a missed budget fails the run, by design
+                fmt = source.artifact.format
+                self._refuse(source.artifact.name, fmt, f"quantize.{fmt}", unsupported_op(exc.message), exc)
         for index, pattern in enumerate(config.ignore):
             if not any(p.artifact.info.get("ignore_matches", {}).get(pattern) for p in produced):
                 raise InputError(f"{pattern!r} matches no layer in any format (ONNX node names, OpenVINO op "

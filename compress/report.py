@@ -58,6 +58,9 @@ def render_table(results: Results) -> str:
         if m.parity is not None and not m.parity.passed:
             lines.append(f"PARITY FAILED {m.artifact} on {m.runtime} ({m.target}) against {m.parity.reference}: "
                          + "; ".join(m.parity.failures))
+    for refusal in results.refusals:
+        lines.append(f"REFUSED {refusal.format} for {refusal.artifact} at {refusal.stage}"
+                     + (f" (operator {refusal.op})" if refusal.op else "") + f": {refusal.reason}")
     failed = [m for m in results.measurements if m.status not in ("ok", "skipped")]
     for m in failed:
         lines.append(f"INCOMPLETE {m.artifact} on {m.runtime} ({m.target}): {m.status}: {m.error}")

@@ -81,6 +81,16 @@ class Measurement(_Record):
     device: dict[str, Any] = Field(default_factory=dict)
 
 
+class Refusal(_Record):
+    """A format (or its quantizer) that could not hold the model; the run went on without it."""
+
+    artifact: str = Field(description="the artifact it was made from")
+    format: str
+    stage: str = Field(description="export.<format> or quantize.<format>")
+    op: str | None = Field(None, description="the operator the converter named, when it did")
+    reason: str
+
+
 class StageRecord(_Record):
     name: str
     artifact: str
@@ -104,6 +114,7 @@ class Results(_Record):
     stages: list[StageRecord]
     artifacts: list[ArtifactRecord]
     measurements: list[Measurement]
+    refusals: list[Refusal] = Field(default_factory=list)
     summary: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str]
 

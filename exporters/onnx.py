@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compress.errors import InputError, StageError
+from exporters import refused
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,8 +70,7 @@ class OnnxExporter:
                 dynamic_shapes=({0: batch},), optimize=True, verbose=False)
             program.save(str(dest), external_data=external)
         except Exception as exc:
-            raise StageError(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}",
-                             field="export.onnx") from None
+            raise refused("onnx", exc, "ONNX export") from None
         if not external:
             proto = onnx.load(str(dest))
             _strip_debug_info(proto)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from compress.errors import StageError
+from exporters import ExportRefused, unsupported_op
 
 if TYPE_CHECKING:
     import torch
@@ -65,15 +65,19 @@ class OpenVinoExporter:
         model = model.eval()
         failures: list[str] = []
         with tempfile.TemporaryDirectory(prefix="compress-ov-") as scratch:
+            ops: list[str] = []
             for route in ROUTES:
                 try:
                     converted = _convert(route, model, example, Path(scratch))
                     break
                 except Exception as exc:
                     failures.append(f"{route}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}")
+                    ops.append(unsupported_op(str(exc)) or "")
             else:
-                raise StageError("OpenVINO conversion failed on every route (" + "; ".join(failures) + ")",
-                                 field="export.openvino")
+                op = next((o for o in ops if o), None)
+                raise ExportRefused("OpenVINO conversion failed on every route"
+                                    + (f" (operator {op})" if op else "") + " (" + "; ".join(failures) + ")",
+                                    field="export.openvino", fmt="openvino", op=op)
         converted.inputs[0].get_tensor().set_names({input_name})
         converted.outputs[0].get_tensor().set_names({"output"})
         ir = folder / "ir"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from compress.errors import StageError
+from exporters import refused
 
 if TYPE_CHECKING:
     import torch
@@ -72,9 +72,7 @@ class TfliteExporter:
         try:
             litert_torch.convert(module, (sample,)).export(str(dest))
         except Exception as exc:
-            raise StageError(f"TFLite conversion failed: {type(exc).__name__}: "
-                             f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}",
-                             field="export.tflite") from None
+            raise refused("tflite", exc, "TFLite conversion") from None
         from runtimes.agent import load_backend
 
         got = load_backend("litert", str(dest)).run({input_name: sample.numpy()})[0]
