@@ -55,10 +55,14 @@ def run(recipe: Path, overrides: tuple[str, ...], resume: bool, out: Path) -> No
     if outcome.results.status != "complete":
         click.echo("error: the run is incomplete: a measurement failed or timed out (see the table)", err=True)
         sys.exit(EXIT_INCOMPLETE)
-    parity_failures = outcome.results.summary.get("parity_failures", [])
-    if parity_failures:
-        click.echo(f"error: parity failed: {parity_failures[0]}"
-                   + (f" (and {len(parity_failures) - 1} more)" if len(parity_failures) > 1 else ""), err=True)
+    failures = [f"parity failed: {f}" for f in outcome.results.summary.get("parity_failures", [])]
+    gate_checks = outcome.results.summary.get("gates", [])
+    failures += [f"gate failed: {c['message']}" for c in gate_checks if not c["passed"]]
+    if gate_checks:
+        click.echo(f"gates: {sum(c['passed'] for c in gate_checks)} of {len(gate_checks)} checks passed")
+    if failures:
+        click.echo(f"error: {failures[0]}" + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""),
+                   err=True)
         sys.exit(EXIT_FAILED)
 
 
@@ -146,6 +150,10 @@ def plugins() -> None:
         table.add_row(GROUPS[row.group], row.name, row.distribution, status, "" if row.status == "ok" else row.hint)
     Console().print(table)
 
+
+from compress.gate_cli import register as _register_gate_commands  # noqa: E402 - after the group exists
+
+_register_gate_commands(main)
 
 if __name__ == "__main__":
     main()

@@ -182,6 +182,10 @@ class Pipeline:
         from compress.report import render_table, summarize
 
         results.summary = summarize(results)
+        if self.recipe.gates is not None:
+            from compress.gates import evaluate
+
+            results.summary["gates"] = [c.as_dict() for c in evaluate(results, self.recipe.gates)]
         table = render_table(results)
         _write_atomic(folder / "results.json", results.model_dump_json(indent=1))
         _write_atomic(folder / "table.txt", table)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from compress.errors import InputError
+from compress.gates import GatesConfig
 from compress.recipe_yaml import LocatedYaml, apply_overrides, format_path, load_located_yaml
 from compress.validation import first_error_message
 
@@ -173,6 +174,7 @@ class Recipe(Strict):
     # Each item is a format name, or {format: {its options}} (e.g. {openvino: {fp16: true}}).
     export: list[str | dict[str, dict[str, Any]]] = Field(default_factory=lambda: ["onnx"])
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    gates: GatesConfig | None = None
 
     @field_validator("stages")
     @classmethod

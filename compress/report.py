@@ -53,7 +53,10 @@ def render_table(results: Results) -> str:
     console.print(table)
     lines = [console.export_text()]
     for key, value in results.summary.items():
-        lines.append(f"{key}: {value}")
+        if key == "gates":
+            lines.extend(f"GATE {'ok  ' if c['passed'] else 'FAIL'} {c['gate']}: {c['message']}" for c in value)
+        else:
+            lines.append(f"{key}: {value}")
     for m in results.measurements:
         if m.parity is not None and not m.parity.passed:
             lines.append(f"PARITY FAILED {m.artifact} on {m.runtime} ({m.target}) against {m.parity.reference}: "

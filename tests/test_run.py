@@ -169,3 +169,27 @@ def test_a_parity_failure_is_reported_by_artifact_and_runtime(cli, write_recipe,
     assert not checks[("original.int8.onnx", "openvino")]["passed"]
     assert checks[("original.int8.onnx", "onnxruntime")]["thresholds"]["max_abs_error"] == 1e-9
     assert len(results["summary"]["parity_failures"]) == 2
+
+
+def test_recipe_gates_are_checked_at_the_end_of_the_run(cli, write_recipe, tmp_path):
+    recipe = small_recipe(stages=[], verify={"runtimes": ["onnxruntime"],
+                                             "latency": {"warmup": 0, "min_runs": 1, "min_seconds": 0}},
+                          gates={"max_size_mb": 0.001, "max_accuracy_drop": 1.0, "artifacts": ["*.int8.*"]})
+    out = tmp_path / "runs"
+    result = _run(cli, write_recipe(recipe), out)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: gate failed: original.int8.onnx: size ")
+    _, results = _results(out)
+    gates = {(g["gate"], g["artifact"]): g["passed"] for g in results["summary"]["gates"]}
+    assert gates[("max_size_mb", "original.int8.onnx")] is False
+    assert gates[("max_accuracy_drop", "original.int8.onnx")] is True
+    assert "gates: 2 of 3 checks passed" in result.stdout
+
+
+def test_bad_gates_are_recipe_errors(cli, write_recipe):
+    result = cli("validate", write_recipe(small_recipe(gates={"max_size_mbb": 1})))
+    assert result.exit_code == 2
+    assert "gates.max_size_mbb: unknown key 'max_size_mbb' (did you mean 'max_size_mb'?)" in result.stderr
+    result = cli("validate", write_recipe(small_recipe(gates={"max_accuracy_drop": "one point"})))
+    assert result.exit_code == 2 and "gates.max_accuracy_drop" in result.stderr

@@ -20,8 +20,6 @@ import numpy as np
 
 from compress.errors import StageError
 
-FLOAT_SLACK = 1e-12  # far below any real metric step (one sample in a million is 1e-6)
-
 
 @dataclass(frozen=True)
 class Budget:
@@ -45,8 +43,9 @@ class Budget:
     def met(self, reference: float, score: float) -> bool:
         """A drop at the budget passes (up to float rounding: 0.90 - 0.89 is 0.01000000000000001);
         anything over fails; NaN never meets a budget."""
-        drop = reference - score
-        return not math.isnan(drop) and drop <= self.allowed_drop(reference) + FLOAT_SLACK
+        from compress.gates import at_most
+
+        return at_most(reference - score, self.allowed_drop(reference))
 
     def describe(self) -> str:
         return f"{self.value * 100:g}%" if self.relative else f"{self.value:g}"
