@@ -11,6 +11,13 @@ from compress.errors import StageError
 from compress.quantize import match_names
 from compress.quantize.accuracy import Validation, greedy_keep_in_float
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from compress.artifact import Artifact
+    from compress.recipe import QuantizeConfig
+
+
 # Ops that only move or reshape data: keeping them in float changes nothing on its own.
 _LAYOUT_OPS = {"Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten", "Slice", "Split", "Pad", "Where",
                "TopK", "CumSum", "Resize", "GatherElements"}
@@ -22,12 +29,6 @@ def _candidates(nodes: list[Any]) -> list[str]:
 
     quantized = (set(QDQRegistry) | set(QLinearOpsRegistry)) - _LAYOUT_OPS
     return [n.name for n in nodes if n.op_type in quantized]
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from compress.artifact import Artifact
-    from compress.recipe import QuantizeConfig
 
 
 class OnnxRuntimeQuantizer:
