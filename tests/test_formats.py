@@ -187,3 +187,17 @@ def test_parity_names_each_failure_and_fails_on_nan():
     nan = parity(np.full((2, 2), np.nan, dtype=np.float32), reference, "ref",
                  ParityThresholds(min_cosine=-1, min_agreement=0))
     assert not nan.passed and "outputs are not finite" in nan.failures
+
+
+def test_openvino_reads_inputs_in_place_without_changing_them(digits_model, tmp_path):
+    path, _ = OpenVinoExporter().export(digits_model, torch.rand(2, 1, 8, 8), tmp_path, "input")
+    backend = load_backend("openvino", str(path))
+    first, second = _inputs(4), _inputs(7)[::-1].copy()
+    kept = first.copy(), second.copy()
+    out_first = backend.run({"input": first})[0]
+    out_second = backend.run({"input": second})[0]
+    np.testing.assert_array_equal(first, kept[0])
+    np.testing.assert_array_equal(second, kept[1])
+    np.testing.assert_allclose(out_first, _torch_out(digits_model, kept[0]), atol=1e-4)
+    np.testing.assert_allclose(out_second, _torch_out(digits_model, kept[1]), atol=1e-4)
+    np.testing.assert_allclose(backend.run({"input": first})[0], out_first)  # nothing stale between calls
