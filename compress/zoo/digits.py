@@ -53,3 +53,29 @@ class DigitsCNNOutlier(DigitsCNN):
     def forward(self, x):
         x = self.features[:6](x)  # two conv blocks
         return self.classifier(self.features[6:](self.outlier(x)))
+
+
+class DigitsMobileNet(nn.Module):
+    """A MobileNetV2-style network for the 8x8 digits: inverted residual blocks (1x1 expand,
+    3x3 depthwise, 1x1 projection), the structure whose depthwise-separable blocks pruning must
+    keep consistent (a depthwise conv's channels move with its expand and projection convs)."""
+
+    # expansion t, channels c, repeats n, first stride s
+    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2))
+
+    def __init__(self, width: int = 32, num_classes: int = 10, last: int = 128) -> None:
+        from compress.zoo.vision import ConvBNReLU6, InvertedResidual
+
+        super().__init__()
+        layers: list[nn.Module] = [ConvBNReLU6(1, width, stride=1)]
+        channels = width
+        for t, c, n, s in self.SETTINGS:
+            for index in range(n):
+                layers.append(InvertedResidual(channels, c, s if index == 0 else 1, t))
+                channels = c
+        layers += [ConvBNReLU6(channels, last, kernel=1), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(last, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
