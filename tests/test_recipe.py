@@ -634,3 +634,10 @@ def test_unsupported_verify_target(cli, write_recipe):
     path = write_recipe(BASE + "verify:\n  targets: [local, jetson]\n")
     fails(cli("validate", path),
           f"error: {path}:20: verify.targets[1]: target 'jetson' is not supported yet (this version runs 'local')")
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_recipe_validates(cli, recipe):
+    result = cli("validate", recipe)
+    assert result.exit_code == 0, result.stderr
