@@ -157,7 +157,7 @@ class Pipeline:
             current = self._stage(index, spec.name, spec.config, current, ctx)
             produced.append(current)
         torch_artifacts = [p.artifact for p in produced]
-        exports = self._exports(original, current, ctx)
+        exports = self._exports(original, current)
         quantized = self._quantize([e for e in exports if e.artifact.parent == current.artifact.id], data)
         artifacts = torch_artifacts + [p.artifact for p in exports + quantized]
 
@@ -166,7 +166,7 @@ class Pipeline:
         torch_models = {p.artifact.id: p.torch_model for p in produced if p.torch_model is not None}
         verifier = Verifier(self.loaded, data, original.torch_model, folder / "verify", self.console, torch_models)
         measurements = verifier.verify(artifacts)
-        records = self._artifact_records(artifacts, produced, folder)
+        records = self._artifact_records(artifacts, folder)
         finished = datetime.now(UTC).isoformat(timespec="seconds")
         complete = all(m.status in ("ok", "skipped") for m in measurements)
         results = Results(
@@ -215,14 +215,13 @@ class Pipeline:
             return _Produced(cached, True, 0.0, "original", load_torch_artifact(cached.path), dict(cached.info))
 
         started = time.perf_counter()
+        from compress.train import cross_entropy, fit, seed_everything
+
+        seed_everything(self.recipe.seed)  # before building: the same initial weights every run
         model = build_model(config, self.loaded)
         info: dict[str, Any] = {}
         if trains:
-            from compress.train import cross_entropy, fit, seed_everything
-
             assert config.train is not None
-            seed_everything(self.recipe.seed)
-            model = build_model(config, self.loaded)  # rebuilt after seeding: same init every run
             info["train_epoch_losses"] = [round(v, 5) for v in fit(
                 model, data.train, epochs=config.train.epochs, lr=config.train.lr,
                 batch_size=config.train.batch_size, seed=self.recipe.seed, loss_fn=cross_entropy,
@@ -307,7 +306,7 @@ class Pipeline:
                                      parent.artifact.id, result.info)
         return _Produced(artifact, False, seconds, label, model, result.info)
 
-    def _exports(self, original: _Produced, final: _Produced, ctx: StageContext) -> list[_Produced]:
+    def _exports(self, original: _Produced, final: _Produced) -> list[_Produced]:
         """Every export format, of the original model and of the final one."""
         sources = [original] if final is original else [original, final]
         produced: list[_Produced] = []
@@ -408,10 +407,9 @@ class Pipeline:
         validation = self._validation(fmt, data)
 
         def build(folder: Path) -> Artifact:
-            extra = {"validation": validation} if validation is not None else {}
             path, info = quantizer.quantize(source.artifact, folder, config, calibration,
                                             input_name=self.recipe.model.input.name,
-                                            torch_model=source.torch_model, file=self.file, **extra)
+                                            torch_model=source.torch_model, file=self.file, validation=validation)
             info = {**info, "macs": source.artifact.info.get("macs"), "params": source.artifact.info.get("params")}
             return Artifact(id=artifact_id, name=name, format=fmt, precision=config.precision, path=path,
                             sha256=sha256_of(path), lineage=(*source.artifact.lineage, f"quantize.{quantizer.name}"),
@@ -421,7 +419,7 @@ class Pipeline:
         _check_budget(artifact, name, self.file)
         return _Produced(artifact, False, time.perf_counter() - started, step, source.torch_model, dict(artifact.info))
 
-    def _artifact_records(self, artifacts: list[Artifact], produced: list[_Produced], folder: Path) -> list[Any]:
+    def _artifact_records(self, artifacts: list[Artifact], folder: Path) -> list[Any]:
         """Link each artifact into the run folder and describe it."""
         from compress.results import ArtifactRecord
 

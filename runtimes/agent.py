@@ -290,9 +290,11 @@ class TorchBackend:
             for index, value in enumerate(program.example_inputs[0] if program.example_inputs else ()):
                 self.specs.append(("input_%d" % index, list(value.shape), str(value.dtype).replace("torch.", "")))
         else:
+            from pathlib import Path
+
             from compress.modelio import load_torch_artifact
 
-            self.model = load_torch_artifact(__import__("pathlib").Path(model)).eval()
+            self.model = load_torch_artifact(Path(model)).eval()
         self.input_names = None
         self.version = torch.__version__
 

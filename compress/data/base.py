@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,6 +38,10 @@ class Splits:
 
     def fingerprint(self) -> str:
         """A hash of every sample and label, so cached artifacts notice changed data."""
+        return self._fingerprint
+
+    @cached_property
+    def _fingerprint(self) -> str:  # computed once: several cache keys and results.json use it
         import hashlib
 
         digest = hashlib.sha256()
