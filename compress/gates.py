@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from compress.metrics import drop as metric_drop
 from compress.results import ArtifactRecord, LatencyStats, Measurement, Results
 
 BASELINE_SCHEMA_VERSION = 1
@@ -83,7 +84,7 @@ class GatesConfig(_Strict):
         """The accuracy budget in metric units, given the original model's score."""
         budget = self.max_accuracy_drop
         if isinstance(budget, str):
-            return float(budget.rstrip("%")) / 100.0 * original
+            return float(budget.rstrip("%")) / 100.0 * abs(original)
         return float("nan") if budget is None else budget
 
 
@@ -220,7 +221,7 @@ def _accuracy_checks(results: Results, gates: GatesConfig, artifacts: list[Artif
             continue
         for m in _ok_measurements(results, artifact.name):
             now = _metric(m, metric)
-            drop = original - now
+            drop = metric_drop(metric, original, now)
             passed = at_most(drop, limit)
             shown_drop, shown_limit = format_pair(drop, limit)
             if reference is None:

@@ -149,6 +149,7 @@ class Pipeline:
         self.log.info("data %s: %d train, %d calibration, %d test", data.source, len(data.train),
                       len(data.calibration), len(data.test))
         original = self._original(data)
+        self._original_model = original.torch_model
         ctx = StageContext(recipe=self.loaded, data=data, original=original.torch_model,
                            console=self.console, log=self.log, seed=self.recipe.seed)
         produced = [original]
@@ -215,7 +216,8 @@ class Pipeline:
             return _Produced(cached, True, 0.0, "original", load_torch_artifact(cached.path), dict(cached.info))
 
         started = time.perf_counter()
-        from compress.train import cross_entropy, fit, seed_everything
+        from compress.tasks import training_loss
+        from compress.train import fit, seed_everything
 
         seed_everything(self.recipe.seed)  # before building: the same initial weights every run
         model = build_model(config, self.loaded)
@@ -224,7 +226,7 @@ class Pipeline:
             assert config.train is not None
             info["train_epoch_losses"] = [round(v, 5) for v in fit(
                 model, data.train, epochs=config.train.epochs, lr=config.train.lr,
-                batch_size=config.train.batch_size, seed=self.recipe.seed, loss_fn=cross_entropy,
+                batch_size=config.train.batch_size, seed=self.recipe.seed, loss_fn=training_loss(self.recipe.task.kind),
                 console=self.console, description="train original")]
         elif config.weights is None and config.file is None:
             self.log.warning("model has no weights and no train section: using its initial parameters")
@@ -353,16 +355,20 @@ class Pipeline:
         config = self.recipe.quantize
         if config is None or config.max_accuracy_drop is None:
             return None
+        from compress.metrics import LOWER_IS_BETTER, needs_labels
         from compress.quantize.accuracy import Budget, Validation
+        from compress.verify import reference_outputs
 
-        if data.calibration.y is None:
+        metric_name = self.recipe.task.metric
+        if data.calibration.y is None and needs_labels(metric_name):
             raise InputError("max_accuracy_drop needs labelled calibration data", file=self.file,
                              field="quantize.max_accuracy_drop")
-        metric = registry.load("compress.metrics", self.recipe.task.metric, file=self.file, field="task.metric")
+        metric = registry.load("compress.metrics", metric_name, file=self.file, field="task.metric")
         runtime = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}.get(fmt, fmt)
+        reference = None if needs_labels(metric_name) else reference_outputs(self._original_model, data.calibration.x)
         return Validation(x=data.calibration.x, y=data.calibration.y, metric=metric,
-                          budget=Budget.parse(config.max_accuracy_drop), input_name=self.recipe.model.input.name,
-                          runtime=runtime)
+                          budget=Budget.parse(config.max_accuracy_drop, metric_name in LOWER_IS_BETTER),
+                          input_name=self.recipe.model.input.name, runtime=runtime, reference=reference)
 
     def _quantize(self, final_exports: list[_Produced], data: Splits) -> list[_Produced]:
         """int8 of the final model in every format it was exported to, each by its own quantizer."""

@@ -91,8 +91,19 @@ class DataConfig(Strict):
 
 
 class TaskConfig(Strict):
-    kind: Literal["classification"] = "classification"
+    """classification: logits vs labels; language_model: next-token logits vs the next tokens;
+    embedding: vectors compared with the original model's (metric `cosine`, no labels needed)."""
+
+    kind: Literal["classification", "language_model", "embedding"] = "classification"
     metric: str = "top1"
+
+    @model_validator(mode="after")
+    def _metric_fits_kind(self) -> TaskConfig:
+        if self.kind == "embedding" and self.metric in ("top1", "perplexity"):
+            raise ValueError(f"metric {self.metric!r} needs labels; an embedding task is scored with 'cosine'")
+        if self.kind != "embedding" and self.metric == "cosine":
+            raise ValueError("metric 'cosine' compares embeddings: use it with kind 'embedding'")
+        return self
 
 
 class CalibrationConfig(Strict):

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import torch
     from rich.console import Console
 
-LossFn = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+LossFn = Callable[["torch.Tensor", "torch.Tensor | None", "torch.Tensor"], "torch.Tensor"]
 
 
 def seed_everything(seed: int) -> None:
@@ -32,8 +32,6 @@ def fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, batch_s
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    if split.y is None:
-        raise ValueError("training needs labels")
     seed_everything(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(split) // batch_size)
@@ -47,7 +45,7 @@ def fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, batch_s
         for epoch in range(epochs):
             total, count = 0.0, 0
             for x, y in batches(split, batch_size, shuffle=True, seed=seed + epoch):
-                inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
+                inputs, labels = torch.from_numpy(x), None if y is None else torch.from_numpy(y)
                 optimizer.zero_grad()
                 loss = loss_fn(model(inputs), labels, inputs)
                 loss.backward()
@@ -59,9 +57,3 @@ def fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, batch_s
             history.append(total / count)
     model.eval()
     return history
-
-
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, _inputs: torch.Tensor) -> torch.Tensor:
-    import torch.nn.functional as F
-
-    return F.cross_entropy(logits, labels)

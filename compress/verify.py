@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from compress import metrics as metric_functions
-from compress import registry
+from compress import registry, tasks
+from compress.metrics import needs_labels
 from compress.results import LatencyStats, Measurement, Parity
 
 if TYPE_CHECKING:
@@ -26,14 +26,14 @@ if TYPE_CHECKING:
 
 
 def parity(outputs: np.ndarray, reference: np.ndarray, reference_name: str,
-           thresholds: ParityThresholds) -> Parity:
-    """Max abs error, mean per-sample cosine and top-1 agreement; each judged by its threshold."""
+           thresholds: ParityThresholds, kind: str = "classification") -> Parity:
+    """Max abs error, mean per-sample cosine and agreement (top-1, or cosine for an embedding
+    model); each judged by its threshold."""
     a = outputs.reshape(len(outputs), -1).astype(np.float64)
     b = reference.reshape(len(reference), -1).astype(np.float64)
     max_abs = float(np.abs(a - b).max()) if a.size else 0.0
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    cosine = float(np.mean(np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)))
-    agree = metric_functions.agreement(outputs, reference)
+    cosine = tasks.mean_cosine(a, b)
+    agree = tasks.agreement(kind, outputs, reference)
     failures = []
     if not np.isfinite(max_abs):
         failures.append("outputs are not finite")
@@ -68,6 +68,7 @@ class Verifier:
         self._parent_outputs: dict[str, np.ndarray] = {}
         file = str(loaded.path)
         self.metric_name = loaded.recipe.task.metric
+        self.kind = loaded.recipe.task.kind
         self.metric = registry.load("compress.metrics", self.metric_name, file=file, field="task.metric")
         self.runtimes = [registry.require("compress.runtimes", name, file=file, field=f"verify.runtimes[{i}]")
                          for i, name in enumerate(self.config.runtimes)]
@@ -88,7 +89,7 @@ class Verifier:
         if source.id not in self._parent_outputs:
             self._parent_outputs[source.id] = reference_outputs(self.torch_models[source.id], self.data.test.x)
         thresholds = self.config.parity[artifact.precision]  # type: ignore[index]
-        return parity(outputs, self._parent_outputs[source.id], source.name, thresholds)
+        return parity(outputs, self._parent_outputs[source.id], source.name, thresholds, self.kind)
 
     def verify(self, artifacts: list[Artifact]) -> list[Measurement]:
         self._by_id = {a.id: a for a in artifacts}
@@ -131,9 +132,9 @@ class Verifier:
             if response.get("ok") and position == 0:
                 with np.load(outputs, allow_pickle=False) as archive:
                     logits = archive["output_0"]
-                if self.data.test.y is not None:
-                    scores[self.metric_name] = float(self.metric(logits, self.data.test.y))
-                agreement = metric_functions.agreement(logits, self.reference)
+                if self.data.test.y is not None or not needs_labels(self.metric_name):
+                    scores[self.metric_name] = float(self.metric(logits, self.data.test.y, reference=self.reference))
+                agreement = tasks.agreement(self.kind, logits, self.reference)
                 checked = self._parity(artifact, logits)
             status = response.get("status", "ok" if response.get("ok") else "failed")
             results.append(Measurement(

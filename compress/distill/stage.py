@@ -1,7 +1,8 @@
 """`distill`: fine-tune the student on the train split against a teacher's softened logits.
 
-Loss = alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * cross-entropy(student, labels);
-the T^2 keeps the soft term's gradients on the scale of the hard one (Hinton et al., 2015).
+Loss = alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * cross-entropy(student, labels)
+for classifiers and language models (per token); an embedding student matches the teacher's vectors
+by cosine. See compress.tasks.
 """
 
 from __future__ import annotations
@@ -61,23 +62,12 @@ class DistillStage:
         return build_model(self.config.teacher, ctx.recipe, prefix="distill.teacher")  # type: ignore[arg-type]
 
     def run(self, model: torch.nn.Module, ctx: StageContext) -> StageResult:
-        import torch
-        import torch.nn.functional as F
-
+        from compress.tasks import distillation_loss
         from compress.train import fit
 
         config = self.config
         teacher = self._teacher(ctx).eval()
-        temperature, alpha = config.temperature, config.alpha
-
-        def loss_fn(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                teacher_logits = teacher(inputs)
-            soft = F.kl_div(F.log_softmax(logits / temperature, dim=-1),
-                            F.softmax(teacher_logits / temperature, dim=-1),
-                            reduction="batchmean") * temperature ** 2
-            return alpha * soft + (1 - alpha) * F.cross_entropy(logits, labels)
-
+        loss_fn = distillation_loss(ctx.recipe.recipe.task.kind, teacher, config.temperature, config.alpha)
         history = fit(model, ctx.data.train, epochs=config.epochs, lr=config.lr,
                       batch_size=config.batch_size, seed=ctx.seed, loss_fn=loss_fn, console=ctx.console,
                       description="distill", weight_decay=config.weight_decay)

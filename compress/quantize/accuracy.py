@@ -8,7 +8,6 @@ the best artifact found is kept and the stage fails, saying so.
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -27,25 +26,31 @@ class Budget:
 
     value: float
     relative: bool
+    lower_is_better: bool = False  # perplexity: a drop is a rise
+
 
     @classmethod
-    def parse(cls, raw: float | str) -> Budget:
+    def parse(cls, raw: float | str, lower_is_better: bool = False) -> Budget:
         if isinstance(raw, str):
             text = raw.strip()
             if not text.endswith("%"):
-                return cls(float(text), relative=False)
-            return cls(float(text[:-1]) / 100.0, relative=True)
-        return cls(float(raw), relative=False)
+                return cls(float(text), relative=False, lower_is_better=lower_is_better)
+            return cls(float(text[:-1]) / 100.0, relative=True, lower_is_better=lower_is_better)
+        return cls(float(raw), relative=False, lower_is_better=lower_is_better)
+
+    def drop(self, reference: float, score: float) -> float:
+        """How much worse `score` is than `reference`; positive is worse."""
+        return score - reference if self.lower_is_better else reference - score
 
     def allowed_drop(self, reference: float) -> float:
-        return self.value * reference if self.relative else self.value
+        return self.value * abs(reference) if self.relative else self.value
 
     def met(self, reference: float, score: float) -> bool:
         """A drop at the budget passes (up to float rounding: 0.90 - 0.89 is 0.01000000000000001);
         anything over fails; NaN never meets a budget."""
         from compress.gates import at_most
 
-        return at_most(reference - score, self.allowed_drop(reference))
+        return at_most(self.drop(reference, score), self.allowed_drop(reference))
 
     def describe(self) -> str:
         return f"{self.value * 100:g}%" if self.relative else f"{self.value:g}"
@@ -56,18 +61,19 @@ class Validation:
     """What the accuracy-aware search scores candidates with."""
 
     x: np.ndarray
-    y: np.ndarray
-    metric: Callable[[np.ndarray, np.ndarray], float]
+    y: np.ndarray | None
+    metric: Callable[..., float]
     budget: Budget
     input_name: str
     runtime: str  # the runtime that scores candidates of this format
+    reference: np.ndarray | None = None  # the original model's outputs on x (for the cosine metric)
 
     def score(self, path: Path, batch_size: int = 64) -> float:
         from runtimes.agent import collect_outputs, load_backend
 
         backend = load_backend(self.runtime, str(path))
         outputs = collect_outputs(backend, {self.input_name: self.x}, batch_size)
-        return float(self.metric(outputs[0], self.y))
+        return float(self.metric(outputs[0], self.y, reference=self.reference))
 
 
 @dataclass
@@ -97,7 +103,7 @@ def greedy_keep_in_float(quantize: Callable[[list[str], Path], None], candidates
                           allowed_drop=validation.budget.allowed_drop(reference))
     with tempfile.TemporaryDirectory(prefix="compress-aa-") as scratch:
         work = Path(scratch)
-        best_path, best_score = work / "full" / dest.name, -math.inf
+        best_path = work / "full" / dest.name
 
         def trial(excluded: list[str], name: str) -> float:
             path = work / name / dest.name  # a file, or a folder (OpenVINO IR)
@@ -112,7 +118,7 @@ def greedy_keep_in_float(quantize: Callable[[list[str], Path], None], candidates
             sensitivity = {}
             for index, candidate in enumerate(candidates):  # quantize one layer at a time
                 alone = trial([c for c in candidates if c != candidate], f"alone{index}")
-                sensitivity[candidate] = reference - alone
+                sensitivity[candidate] = validation.budget.drop(reference, alone)
             ranking = sorted(candidates, key=lambda c: sensitivity[c], reverse=True)
             report.steps[0]["sensitivity"] = {c: round(sensitivity[c], 6) for c in ranking}
             excluded: list[str] = []
@@ -120,7 +126,8 @@ def greedy_keep_in_float(quantize: Callable[[list[str], Path], None], candidates
                 excluded.append(candidate)
                 score = trial(list(excluded), f"step{step}")
                 report.steps.append({"kept_in_float": list(excluded), "validation_metric": round(score, 6)})
-                if score > best_score or validation.budget.met(reference, score):
+                budget = validation.budget
+                if budget.drop(reference, score) < budget.drop(reference, best_score) or budget.met(reference, score):
                     best_score, best_path = score, work / f"step{step}" / dest.name
                     report.kept_in_float = list(excluded)
                 if validation.budget.met(reference, score):
