@@ -7,7 +7,6 @@ typo never cascades into a page of errors.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -119,6 +118,11 @@ class QuantizeConfig(Strict):
     """The one int8 intent; each format realizes it with its own quantizer."""
 
     precision: Literal["int8"] = "int8"
+    # static: weights and activations in int8, activation ranges calibrated on samples (fastest).
+    # dynamic: int8 weights, activations quantized at run time from their actual range; it keeps
+    # accuracy where activation ranges vary by input (transformers, recurrent layers): MiniLM's
+    # embeddings kept cosine 0.993 with dynamic ORT int8 and 0.26 with static here.
+    mode: Literal["static", "dynamic"] = "static"
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     per_channel: bool = True
     # uint8 activations with int8 weights hit ONNX Runtime's fast x86 kernels (int8/int8 barely
@@ -316,11 +320,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
         origin = located.origin(("verify", "runtimes", index))
         registry.require("compress.runtimes", runtime, file=origin.file, line=origin.line,
                          field=f"verify.runtimes[{index}]")
-    for index, target in enumerate(recipe.verify.targets):
-        if not re.fullmatch(r"local", target):
-            origin = located.origin(("verify", "targets", index))
-            raise InputError(f"target {target!r} is not supported yet (this version runs 'local')",
-                             file=origin.file, line=origin.line, field=f"verify.targets[{index}]")
+    from compress.targets import resolve_all  # parses each spec; nothing connects yet
+
+    resolve_all(recipe.verify.targets, origins=[located.origin(("verify", "targets", index))
+                                                for index in range(len(recipe.verify.targets))])
     return LoadedRecipe(path=path, recipe=recipe, stages=stages, exports=exports, raw=data)
 
 

@@ -30,6 +30,11 @@ class PruneConfig(BaseModel):
     ignore: list[str] = Field(default_factory=list)
     global_pruning: bool = False
     round_to: int | None = Field(None, gt=0)
+    # Share of attention heads to remove in modules that declare them (see _attention_modules).
+    head_ratio: Annotated[float, Field(gt=0, lt=1)] | None = None
+    # What to do when the model has layers torch-pruning cannot prune (recurrent layers): fail the
+    # run (default) or skip this stage and say so in the log and results.
+    on_unsupported: Literal["fail", "skip"] = "fail"
 
     @model_validator(mode="after")
     def _one_target(self) -> PruneConfig:
@@ -54,6 +59,26 @@ def _output_layers(model: torch.nn.Module, example: torch.Tensor) -> list[torch.
             hook.remove()
     outputs = out if isinstance(out, (tuple, list)) else [out]
     return [produced[id(o)] for o in outputs if id(o) in produced]
+
+
+_PROJECTIONS = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj"))
+
+
+def _attention_modules(model: torch.nn.Module) -> list[tuple[torch.nn.Module, tuple[torch.nn.Module, ...]]]:
+    """Attention modules: an int `num_heads` and query/key/value (or q_proj/k_proj/v_proj) Linears.
+    Their projections are pruned by whole heads only, so the per-head reshape stays valid."""
+    from torch import nn
+
+    found = []
+    for module in model.modules():
+        if not isinstance(getattr(module, "num_heads", None), int):
+            continue
+        for names in _PROJECTIONS:
+            projections = tuple(getattr(module, n, None) for n in names)
+            if all(isinstance(p, nn.Linear) for p in projections):
+                found.append((module, projections))
+                break
+    return found
 
 
 class PruneStage:
@@ -87,10 +112,14 @@ class PruneStage:
             importance = tp.importance.GroupTaylorImportance()
         else:
             importance = tp.importance.GroupMagnitudeImportance(p=1 if config.importance == "l1" else 2)
+        attention = _attention_modules(model)
+        num_heads = {proj: module.num_heads for module, projections in attention for proj in projections}
         pruner = tp.pruner.BasePruner(
             model, example, importance=importance, pruning_ratio=ratio,
             iterative_steps=config.iterative_steps, ignored_layers=self._ignored(model, example, file),
-            global_pruning=config.global_pruning, round_to=config.round_to)
+            global_pruning=config.global_pruning, round_to=config.round_to,
+            num_heads=num_heads, prune_num_heads=config.head_ratio is not None, prune_head_dims=False,
+            head_pruning_ratio=config.head_ratio or 0.0)
         macs_per_step = []
         batch = ctx.data.train.head(256)
         for _ in range(config.iterative_steps):
@@ -101,15 +130,37 @@ class PruneStage:
                 model.zero_grad()
                 F.cross_entropy(model(torch.from_numpy(batch.x)), torch.from_numpy(batch.y)).backward()
             pruner.step()
+            for module, projections in attention:  # the forward pass reads the head count
+                module.num_heads = pruner.num_heads[projections[0]]
             macs_per_step.append(int(tp.utils.count_ops_and_params(model, example)[0]))
         model.zero_grad(set_to_none=True)
         return macs_per_step
+
+    def _unsupported(self, model: torch.nn.Module) -> str | None:
+        """Why torch-pruning cannot prune this model as configured, or None."""
+        from torch import nn
+
+        recurrent = [name for name, m in model.named_modules() if isinstance(m, nn.RNNBase)
+                     and not any(fnmatch.fnmatchcase(name, p) for p in self.config.ignore)]
+        if not recurrent:
+            return None
+        kinds = sorted({type(dict(model.named_modules())[n]).__name__ for n in recurrent})
+        return (f"torch-pruning cannot prune the hidden units of recurrent layers ({', '.join(kinds)}: "
+                f"{', '.join(recurrent)}; its LSTM support fails, Torch-Pruning issues #44 and #404): add them to "
+                "prune.ignore to prune the other layers, or set prune.on_unsupported: skip")
 
     def run(self, model: torch.nn.Module, ctx: StageContext) -> StageResult:
         import torch_pruning as tp
 
         file = str(ctx.recipe.path)
         config = self.config
+        reason = self._unsupported(model)
+        if reason is not None:
+            if config.on_unsupported == "fail":
+                raise StageError(reason, file=file, field="prune")
+            ctx.log.warning("prune skipped: %s", reason)
+            ctx.console.log(f"[yellow]prune skipped[/]: {reason}")
+            return StageResult(model=model, info={"skipped": reason})
         example = ctx.example_input()
         base_macs, base_params = (int(v) for v in tp.utils.count_ops_and_params(model, example))
         searched = None
@@ -121,7 +172,9 @@ class PruneStage:
         self._prune(model, ratio, ctx, file)
         model.eval()
         macs, params = (int(v) for v in tp.utils.count_ops_and_params(model, example))
+        heads = [module.num_heads for module, _ in _attention_modules(model)]
         info = {"pruning_ratio": round(ratio, 4), "macs_before": base_macs, "macs_after": macs,
+                **({"attention_heads": heads} if heads else {}),
                 "params_before": base_params, "params_after": params,
                 "macs_ratio": round(macs / base_macs, 4), "params_ratio": round(params / base_params, 4)}
         if searched is not None:

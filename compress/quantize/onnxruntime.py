@@ -1,5 +1,6 @@
-"""ONNX fp32 -> int8 with ONNX Runtime's static quantizer: QDQ format, per-channel weights,
-calibration on samples from the calibration split."""
+"""ONNX fp32 -> int8 with ONNX Runtime's quantizers: static (QDQ format, per-channel weights,
+calibration on samples from the calibration split) or dynamic (int8 weights, activations quantized
+at run time)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ class OnnxRuntimeQuantizer:
     def quantize_file(self, source: Path, dest: Path, config: QuantizeConfig, calibration: np.ndarray,
                       input_name: str, *, file: str | None = None, extra_excluded: list[str] | None = None
                       ) -> dict[str, Any]:
+        if config.mode == "dynamic":
+            return self._quantize_dynamic(source, dest, config, file=file, extra_excluded=extra_excluded)
         import onnx
         from onnxruntime.quantization import (
             CalibrationDataReader,
@@ -106,9 +109,32 @@ class OnnxRuntimeQuantizer:
                                  f"{str(exc).splitlines()[0] if str(exc) else ''}", field="quantize") from None
         return {"quantizer": "onnxruntime.quantize_static", "format": "QDQ",
                 "ignore_matches": {p: match_names(nodes, [p]) for p in config.ignore},
-                "activations": config.activations, "weights": "int8", "per_channel": config.per_channel,
+                "mode": "static", "activations": config.activations, "weights": "int8",
+                "per_channel": config.per_channel,
                 "calibration_method": config.calibration.method, "calibration_samples": len(samples),
                 "nodes_excluded": excluded}
+
+    def _quantize_dynamic(self, source: Path, dest: Path, config: QuantizeConfig, *, file: str | None = None,
+                          extra_excluded: list[str] | None = None) -> dict[str, Any]:
+        """int8 weights; activations quantized per call from their actual range (no calibration)."""
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        with tempfile.TemporaryDirectory(prefix="compress-quant-") as scratch:
+            prepared = Path(scratch) / "prepared.onnx"
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+            nodes = [n.name for n in onnx.load(str(prepared), load_external_data=False).graph.node]
+            excluded = self._excluded(nodes, config.ignore, file) + list(extra_excluded or [])
+            try:
+                quantize_dynamic(str(prepared), str(dest), per_channel=config.per_channel,
+                                 weight_type=QuantType.QInt8, nodes_to_exclude=excluded)
+            except Exception as exc:
+                raise StageError(f"ONNX Runtime dynamic quantization failed: {type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''}", field="quantize") from None
+        return {"quantizer": "onnxruntime.quantize_dynamic", "mode": "dynamic", "weights": "int8",
+                "activations": "uint8, quantized at run time", "per_channel": config.per_channel,
+                "ignore_matches": {p: match_names(nodes, [p]) for p in config.ignore}, "nodes_excluded": excluded}
 
     @staticmethod
     def _excluded(nodes: list[str], patterns: list[str], file: str | None) -> list[str]:

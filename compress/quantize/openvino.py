@@ -75,9 +75,19 @@ class NncfQuantizer:
             "ignore_matches": {p: match_names(names, [p]) for p in config.ignore}}
         ir = folder / "ir"
 
+        dynamic = config.mode == "dynamic"
+        if dynamic:
+            info.update({"quantizer": "nncf.compress_weights", "mode": "dynamic", "weights": "int8 (asymmetric)",
+                         "activations": "quantized at run time by the OpenVINO CPU plugin", "calibration_samples": 0,
+                         "activations_range": None})
+
         def quantize_leaving(excluded: list[str], path: Path) -> None:
-            options = {**common, "ignored_scope": nncf.IgnoredScope(names=ignored + excluded) if ignored + excluded
-                       else None}
+            scope = nncf.IgnoredScope(names=ignored + excluded) if ignored + excluded else None
+            if dynamic:  # int8 weights only: data-free, and the CPU plugin quantizes activations per call
+                _save(_run_nncf(lambda: nncf.compress_weights(
+                    model.clone(), mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=scope)), path)
+                return
+            options = {**common, "ignored_scope": scope}
             _save(_run_nncf(lambda: nncf.quantize(model, dataset, advanced_parameters=advanced, **options)), path)
 
         if validation is None:
@@ -94,7 +104,9 @@ class NncfQuantizer:
             return ir, {**info, **report.as_info()}
         default_ops = _quantized_ops(ov.Core().read_model(str(ir / "model.xml")))
         shutil.rmtree(ir)
-        try:  # NNCF's own accuracy control first
+        try:  # NNCF's own accuracy control first (static int8 of a higher-is-better metric with labels)
+            if dynamic or validation.y is None or validation.budget.lower_is_better:
+                raise ValueError("NNCF accuracy control covers static int8 scored against labels, higher is better")
             final = self._accuracy_control(model, dataset, validation, common, advanced)
             _save(final, ir)
             score = validation.score(ir)

@@ -95,13 +95,14 @@ class LiteRtQuantizer:
         samples = torch.from_numpy(calibration[: config.calibration.samples])
         module, example = prepare_for_tflite(torch_model, samples[:1], channels_last)
         prefix = "inner." if module is not torch_model and hasattr(module, "inner") else ""
+        dynamic = config.mode == "dynamic"
         quantizer = _leave_in_float([prefix + name for name in ignored]).set_global(
-            pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=config.per_channel, is_dynamic=False))
+            pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=config.per_channel, is_dynamic=dynamic))
         try:
             graph = torch.export.export(module, (example,)).module()
             graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
             with torch.no_grad():
-                for index in range(len(samples)):
+                for index in range(1 if dynamic else len(samples)):  # dynamic ranges need no calibration
                     _, sample = prepare_for_tflite(torch_model, samples[index:index + 1], channels_last)
                     graph(sample)
             graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
@@ -112,4 +113,5 @@ class LiteRtQuantizer:
                              f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}",
                              field="quantize") from None
         return {"quantizer": "litert_torch PT2E", "scheme": "symmetric int8", "per_channel": config.per_channel,
-                "calibration_samples": len(samples), "channels_last": channels_last, "nodes_excluded": ignored}
+                "mode": config.mode, "calibration_samples": 0 if dynamic else len(samples),
+                "channels_last": channels_last, "nodes_excluded": ignored}
