@@ -1,5 +1,6 @@
-"""`compress bench MODEL`: time any .onnx, .xml, .tflite or .pt2 file on this machine, without a
-recipe, through the same device agent and statistics as `compress run`."""
+"""`compress bench MODEL`: time any .onnx, .xml, .tflite or .pt2 file on this machine or on a target
+(`--target cuda:0`, `ssh://pi@board`, `adb://SERIAL`), without a recipe, through the same device agent
+and statistics as `compress run`."""
 
 from __future__ import annotations
 
@@ -80,8 +81,11 @@ def runtimes_for(model: Path, runtime: str | None, trust: bool) -> tuple[str, li
 def bench(model: Path, *, runtime: str | None, threads: list[int], batch: int, warmup: int, min_runs: int,
           min_seconds: float, input_shapes: dict[str, list[int]], device: str = "cpu", trust: bool = False,
           target: str = "local", timeout_s: float = 600.0) -> list[BenchRow]:
+    from compress.targets import resolve
+
     _, chosen = runtimes_for(model, runtime, trust)
-    runner = registry.load("compress.targets", target, field="--target")()
+    runner = resolve(target, field="--target")
+    runner.prepare()
     rows = []
     for name in chosen:
         for count in threads:

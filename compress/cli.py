@@ -109,17 +109,22 @@ def schema(which: str | None) -> None:
               help="Shape of an input with dynamic dimensions (repeatable).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N] (onnxruntime), gpu[:N] (openvino).")
 @click.option("--trust", is_flag=True, help="Allow .pt2 files, which run code when loaded.")
+@click.option("--target", default="local", show_default=True, metavar="SPEC",
+              help="Where to run: local, cuda[:N], ssh://user@host[:port][?options], adb://SERIAL (docs/targets.md).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=600.0,
+              show_default=True, help="Seconds one measurement may take before it is killed.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def bench_command(model: Path, runtime: str | None, threads: str, batch: int, warmup: int, min_runs: int,
-                  min_seconds: float, input_shapes: tuple[str, ...], device: str, trust: bool, as_json: bool) -> None:
-    """Benchmark MODEL (.onnx, .xml, .tflite, .pt2) on this machine, without a recipe."""
+                  min_seconds: float, input_shapes: tuple[str, ...], device: str, trust: bool, target: str,
+                  timeout_s: float, as_json: bool) -> None:
+    """Benchmark MODEL (.onnx, .xml, .tflite, .pt2) on this machine or a target, without a recipe."""
     from compress.bench import bench, parse_input_shapes, parse_threads, render
     from compress.errors import CompressError
 
     try:
         rows = bench(model, runtime=runtime, threads=parse_threads(threads), batch=batch, warmup=warmup,
                      min_runs=min_runs, min_seconds=min_seconds, input_shapes=parse_input_shapes(input_shapes),
-                     device=device, trust=trust)
+                     device=device, trust=trust, target=target, timeout_s=timeout_s)
     except CompressError as exc:
         _fail(exc)
     if as_json:

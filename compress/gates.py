@@ -169,7 +169,7 @@ def completeness(results: Results) -> list[Check]:
     says incomplete without one), else a single passing check."""
     checks = [Check(COMPLETE, m.artifact, m.runtime, m.target, m.threads, 0.0, 0.0, False,
                     f"{_where(m)}: measurement {m.status}: {m.error or 'no error recorded'}")
-              for m in results.measurements if m.status in ("failed", "timeout")]
+              for m in results.measurements if m.status in ("failed", "timeout", "incomplete")]
     if not checks and results.status != "complete":
         checks.append(Check(COMPLETE, RUN, None, None, None, 0.0, 0.0, False,
                             f"run {results.run_id} is {results.status}: never a pass"))

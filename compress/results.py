@@ -71,7 +71,8 @@ class Measurement(_Record):
     runtime: str
     target: str
     threads: int
-    status: Literal["ok", "failed", "timeout", "skipped"]
+    status: Literal["ok", "failed", "timeout", "incomplete", "skipped"] = Field(
+        description="incomplete: the connection to a remote device dropped (never a pass)")
     error: str | None = None
     metric: dict[str, float] = Field(default_factory=dict, description="task metric(s) on the test split")
     agreement: float | None = Field(None, description="share of test samples whose top-1 matches the original model's")

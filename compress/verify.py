@@ -7,6 +7,7 @@ calls after a warm-up. Agreement is against the original torch model's predictio
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,8 @@ import numpy as np
 from compress import registry, tasks
 from compress.metrics import needs_labels
 from compress.results import LatencyStats, Measurement, Parity
+from compress.targets import resolve_all as resolve_targets
+from compress.targets import slug as target_slug
 
 if TYPE_CHECKING:
     import torch
@@ -72,8 +75,7 @@ class Verifier:
         self.metric = registry.load("compress.metrics", self.metric_name, file=file, field="task.metric")
         self.runtimes = [registry.require("compress.runtimes", name, file=file, field=f"verify.runtimes[{i}]")
                          for i, name in enumerate(self.config.runtimes)]
-        self.targets = [(name, registry.load("compress.targets", name, file=file, field=f"verify.targets[{i}]")())
-                        for i, name in enumerate(self.config.targets)]
+        self.targets = [(target.name, target) for target in resolve_targets(self.config.targets, file=file)]
 
     def _torch_source(self, artifact: Artifact) -> Artifact | None:
         """The torch artifact this one was made from (itself, for a torch artifact)."""
@@ -96,14 +98,35 @@ class Verifier:
         self.folder.mkdir(parents=True, exist_ok=True)
         inputs = self.folder / "inputs.npz"
         np.savez(inputs, **{self.loaded.recipe.model.input.name: self.data.test.x})
-        measurements = []
-        for artifact in artifacts:
-            for runtime in self.runtimes:
-                if artifact.format not in runtime.formats:
-                    continue
-                for target_name, target in self.targets:
-                    measurements.extend(self._measure(artifact, runtime, target_name, target, inputs))
-        return measurements
+        jobs = [(artifact, runtime, target_name, target) for artifact in artifacts for runtime in self.runtimes
+                if artifact.format in runtime.formats for target_name, target in self.targets]
+        # Each device is checked once (host key, login, GPU) before anything is measured.
+        for _, target in self.targets:
+            if hasattr(target, "prepare"):
+                target.prepare()
+        # Different devices are measured in parallel; one device's measurements one after another
+        # (local and cuda share a host: a GPU run perturbs the CPU's timings). Results keep the
+        # order artifact, runtime, target whatever finishes first.
+        hosts = list(dict.fromkeys(getattr(target, "host", target_name) for target_name, target in self.targets))
+        results: list[list[Measurement]] = [[] for _ in jobs]
+
+        def run_host(host: str) -> None:
+            for index, (artifact, runtime, target_name, target) in enumerate(jobs):
+                if getattr(target, "host", target_name) == host:
+                    results[index] = self._measure(artifact, runtime, target_name, target, inputs)
+
+        if len(hosts) == 1:
+            run_host(hosts[0])
+        else:
+            for artifact in artifacts:  # torch references computed once, before the threads start
+                source = self._torch_source(artifact)
+                if source is not None and source.id in self.torch_models and source.id not in self._parent_outputs:
+                    self._parent_outputs[source.id] = reference_outputs(self.torch_models[source.id],
+                                                                        self.data.test.x)
+            with ThreadPoolExecutor(max_workers=len(hosts), thread_name_prefix="verify") as pool:
+                for future in [pool.submit(run_host, host) for host in hosts]:
+                    future.result()
+        return [m for measured in results for m in measured]
 
     def _measure(self, artifact: Artifact, runtime: Any, target_name: str, target: Any,
                  inputs: Path) -> list[Measurement]:
@@ -113,7 +136,7 @@ class Verifier:
         agreement: float | None = None
         checked: Parity | None = None
         for position, threads in enumerate(latency.threads):
-            outputs = self.folder / f"{artifact.name}.{runtime.name}.{target_name}.npz"
+            outputs = self.folder / f"{artifact.name}.{runtime.name}.{target_slug(target_name)}.npz"
             request = {
                 "protocol": 1, "model": str(artifact.path), "runtime": runtime.name, "device": "cpu",
                 "threads": threads, "inputs": str(inputs), "batch_size": self.loaded.recipe.data.batch_size,
@@ -129,7 +152,7 @@ class Verifier:
             self.console.log(f"verify [bold]{artifact.name}[/] on {runtime.name} ({target_name}, {threads} thread"
                              f"{'s' if threads > 1 else ''})")
             response = target.measure(request, self.config.timeout_s)
-            if response.get("ok") and position == 0:
+            if response.get("ok") and position == 0 and outputs.is_file():  # adb's benchmark_model keeps none
                 with np.load(outputs, allow_pickle=False) as archive:
                     logits = archive["output_0"]
                 if self.data.test.y is not None or not needs_labels(self.metric_name):

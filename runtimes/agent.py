@@ -21,14 +21,17 @@ request:
   response     where to write the response JSON (optional)
 
 response:
-  protocol, ok, error (one line when not ok), runtime {name, version, device}, device {machine,
-  system, cpu, python, numpy, cpu_flags}, outputs (path) and latency {p50_ms, p90_ms, p99_ms,
+  protocol, ok, status, error (one line when not ok), runtime {name, version, device}, device
+  {machine, system, release, cpu, python, python_executable, numpy, int8_dot_product, runtimes
+  (the runtime libraries installed, with versions), gpu (name, driver, memory_mb: CUDA devices
+  only)}, outputs (path) and latency {p50_ms, p90_ms, p99_ms,
   mean_ms, min_ms, max_ms, runs, seconds, throughput_per_s, batch_size, threads, warmup,
   trial_p50_ms (the p50 of each round of runs)}. Latency is the runtime's inference call on
   inputs already converted to the model's input format (set once, as benchmark_app and
   litert-benchmark do); outputs are collected from separate, untimed calls.
 
 Exit code 0 when ok, 1 when the measurement failed, 2 for a bad request (status "bad_input").
+docs/targets.md describes how targets copy this file to a device and run it.
 """
 
 import json
@@ -47,9 +50,71 @@ def _set_threads(threads):
         os.environ[name] = str(threads)
 
 
-def describe_device():
+# The libraries each runtime can use, in the order tried (import names, distribution names).
+RUNTIME_MODULES = {
+    "onnxruntime": (("onnxruntime", ("onnxruntime", "onnxruntime-gpu")),),
+    "openvino": (("openvino", ("openvino",)),),
+    "litert": (("ai_edge_litert", ("ai-edge-litert",)), ("tflite_runtime", ("tflite-runtime", "tflite_runtime")),
+               ("tensorflow", ("tensorflow",))),
+    "torch": (("torch", ("torch",)),),
+}
+INSTALL_HINTS = {"onnxruntime": "pip install onnxruntime", "openvino": "pip install openvino",
+                 "litert": "pip install ai-edge-litert (or tflite-runtime)", "torch": "pip install torch"}
+
+
+def _installed(module):
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def installed_runtimes():
+    """{runtime: "library version"} for the runtimes this Python can load (found without importing)."""
+    found = {}
+    for runtime, choices in RUNTIME_MODULES.items():
+        for module, distributions in choices:
+            if _installed(module):
+                found[runtime] = "%s %s" % (distributions[0], _package_version(*distributions))
+                break
+    return found
+
+
+def check_runtime(runtime):
+    """A clear error, naming the runtime and this Python, when its library is not installed here."""
+    if runtime in RUNTIME_MODULES and not any(_installed(m) for m, _ in RUNTIME_MODULES[runtime]):
+        raise MissingRuntime("%s is not installed on this device (python %s at %s): %s"
+                             % (runtime, platform.python_version(), sys.executable, INSTALL_HINTS[runtime]))
+
+
+def describe_gpu(device):
+    """Name, driver and memory of the CUDA GPU a cuda[:N] / tensorrt[:N] device runs on."""
+    import subprocess
+
+    index = _device_index(device)
+    try:
+        line = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                               "--format=csv,noheader,nounits", "-i", str(index)],
+                              capture_output=True, text=True, timeout=30).stdout.strip().splitlines()
+        name, driver, memory = [part.strip() for part in line[0].split(",")]
+        return {"index": index, "name": name, "driver": driver, "memory_mb": int(float(memory))}
+    except Exception:
+        pass
+    try:
+        import torch
+
+        return {"index": index, "name": torch.cuda.get_device_name(index), "driver": None,
+                "cuda": torch.version.cuda}
+    except Exception as exc:
+        return {"index": index, "error": "%s: %s" % (type(exc).__name__, exc)}
+
+
+def describe_device(device="cpu"):
     info = {"machine": platform.machine(), "system": platform.system(), "release": platform.release(),
-            "python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
+            "python": platform.python_version(), "python_executable": sys.executable,
+            "cpu": platform.processor() or platform.machine()}
     flags = ""
     try:
         with open("/proc/cpuinfo") as handle:
@@ -70,6 +135,9 @@ def describe_device():
         info["numpy"] = numpy.__version__
     except ImportError:
         pass
+    info["runtimes"] = installed_runtimes()
+    if device.split(":", 1)[0] in ("cuda", "tensorrt"):
+        info["gpu"] = describe_gpu(device)
     return info
 
 
@@ -108,8 +176,9 @@ class OnnxRuntimeBackend:
             raise ValueError("device %r is not one of cpu, cuda[:N], tensorrt[:N]" % device)
         provider = kinds[kind]
         if provider not in ort.get_available_providers():
-            raise RuntimeError("ONNX Runtime here has no %s (it has %s)"
-                               % (provider, ", ".join(ort.get_available_providers())))
+            hint = "; install onnxruntime-gpu (and only it) for CUDA and TensorRT" if kind != "cpu" else ""
+            raise RuntimeError("ONNX Runtime here has no %s (installed: %s)%s"
+                               % (provider, ", ".join(ort.get_available_providers()), hint))
         providers = [provider] if kind == "cpu" else [(provider, {"device_id": _device_index(device)})]
         self.session = ort.InferenceSession(model, options, providers=providers)
         if self.session.get_providers()[0] != provider:
@@ -280,8 +349,17 @@ class TorchBackend:
         import torch
 
         torch.set_num_threads(threads)
-        if device != "cpu":
-            raise ValueError("device %r is not supported by this agent version" % device)
+        kind = device.split(":", 1)[0]
+        if kind not in ("cpu", "cuda"):
+            raise ValueError("device %r is not one of cpu, cuda[:N]" % device)
+        if kind == "cuda":
+            if not torch.cuda.is_available():
+                raise RuntimeError("torch %s here has no CUDA device (torch.cuda.is_available() is False)"
+                                   % torch.__version__)
+            if _device_index(device) >= torch.cuda.device_count():
+                raise RuntimeError("torch sees %d CUDA device(s); %s does not exist"
+                                   % (torch.cuda.device_count(), device))
+        self.device = torch.device("cuda:%d" % _device_index(device) if kind == "cuda" else "cpu")
         self.torch = torch
         self.specs = []
         if model.endswith(".pt2"):
@@ -295,6 +373,7 @@ class TorchBackend:
             from compress.modelio import load_torch_artifact
 
             self.model = load_torch_artifact(Path(model)).eval()
+        self.model = self.model.to(self.device)
         self.input_names = None
         self.version = torch.__version__
 
@@ -303,16 +382,18 @@ class TorchBackend:
 
     def run(self, feeds):
         with self.torch.inference_mode():
-            out = self.model(*[self.torch.from_numpy(v) for v in feeds.values()])
+            out = self.model(*[self.torch.from_numpy(v).to(self.device) for v in feeds.values()])
         outs = out if isinstance(out, (tuple, list)) else [out]
-        return [o.numpy() for o in outs]
+        return [o.cpu().numpy() for o in outs]
 
     def timed_call(self, feeds):
-        tensors = [self.torch.from_numpy(v) for v in feeds.values()]
+        tensors = [self.torch.from_numpy(v).to(self.device) for v in feeds.values()]
+        synchronize = self.torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
 
-        def call():
+        def call():  # on a GPU, until the results are there (kernels run asynchronously)
             with self.torch.inference_mode():
                 self.model(*tensors)
+            synchronize()
 
         return call
 
@@ -324,6 +405,7 @@ BACKENDS = {"onnxruntime": OnnxRuntimeBackend, "openvino": OpenVinoBackend, "lit
 def load_backend(runtime, model, threads=1, device="cpu"):
     if runtime not in BACKENDS:
         raise ValueError("runtime %r is not known to this agent (known: %s)" % (runtime, ", ".join(BACKENDS)))
+    check_runtime(runtime)
     return BACKENDS[runtime](model, threads, device)
 
 
@@ -400,6 +482,10 @@ class BadInput(ValueError):
     """The request cannot be served as asked (not a failure of the runtime)."""
 
 
+class MissingRuntime(RuntimeError):
+    """The runtime asked for is not installed where the agent runs."""
+
+
 def random_inputs(specs, shapes, batch, seed):
     """Inputs for a benchmark: the model's own input specs, dynamic dimensions from `shapes`."""
     import numpy
@@ -449,7 +535,8 @@ def serve(request):
     if request.get("input_transpose"):  # e.g. NCHW data for a channels-last artifact
         axes = request["input_transpose"]
         arrays = {key: numpy.ascontiguousarray(value.transpose(axes)) for key, value in arrays.items()}
-    response = {"protocol": PROTOCOL, "ok": True, "error": None, "device": describe_device(),
+    response = {"protocol": PROTOCOL, "ok": True, "status": "ok", "error": None,
+                "device": describe_device(request.get("device", "cpu")),
                 "inputs": {key: list(value.shape) for key, value in arrays.items()},
                 "runtime": {"name": backend.name, "version": backend.version,
                             "device": request.get("device", "cpu")}}
@@ -482,9 +569,14 @@ def main(argv):
     except BadInput as exc:
         response = {"protocol": PROTOCOL, "ok": False, "status": "bad_input", "error": str(exc)}
         code = 2
+    except MissingRuntime as exc:
+        response = {"protocol": PROTOCOL, "ok": False, "status": "failed", "error": str(exc),
+                    "device": describe_device()}
+        code = 1
     except Exception as exc:  # any runtime failure becomes a one-line error in the response
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        response = {"protocol": PROTOCOL, "ok": False, "error": "%s: %s" % (type(exc).__name__, message)}
+        response = {"protocol": PROTOCOL, "ok": False, "status": "failed",
+                    "error": "%s: %s" % (type(exc).__name__, message)}
         code = 1
     text = json.dumps(response)
     if request.get("response"):

@@ -26,7 +26,25 @@ class Runtime(Protocol):
 
 
 class Target(Protocol):
+    """Where the device agent runs (docs/targets.md). Built from a spec by `compress.targets.resolve`;
+    building one never connects, so a recipe is validated before anything runs.
+
+    name:  the spec as shown in results (options after `?` left out: they may name key files).
+    host:  the machine measured. Targets with the same host are measured one after another (a GPU
+           run perturbs CPU timings on the same machine); different hosts in parallel.
+    prepare():  connect once and check the device (host key, login, Python, GPU); raises
+           compress.errors.InputError with a one-line reason. Called before any measurement.
+    measure(request, timeout_s):  one agent request (protocol 1) with local paths: `model` (a file,
+           or a folder), `inputs` (.npz) or `random_inputs`, `outputs` (a path to write, or null).
+           Returns the agent's response dict with `ok` and `status`: ok, failed, timeout, bad_input
+           or incomplete (the connection dropped: never a pass). It never raises for a failure of
+           the measurement itself, and kills what it started at `timeout_s`.
+    """
+
     name: str
+    host: str
+
+    def prepare(self) -> None: ...
 
     def measure(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]: ...
 

@@ -20,7 +20,13 @@ _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 class LocalTarget:
+    """`local`: this machine's CPU, the agent run by this Python."""
+
     name = "local"
+    host = "localhost"
+
+    def prepare(self) -> None:
+        """Nothing to connect to."""
 
     def measure(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         threads = str(request.get("threads", 1))
