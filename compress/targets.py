@@ -66,8 +66,8 @@ def resolve_all(specs: list[str], *, file: str | None = None, origins: list[Any]
 
 
 def display(spec: str) -> str:
-    """A spec as shown in tables and results: its options (after `?`) left out."""
-    return spec.split("?", 1)[0]
+    """A spec as shown in tables, results and errors: its options (after `?`) and any password left out."""
+    return re.sub(r"^([a-z][a-z0-9_-]*://[^/@:?]*):[^@/?]*@", r"\1:***@", spec.split("?", 1)[0])
 
 
 def slug(name: str) -> str:

@@ -62,7 +62,7 @@ class SshTarget:
     @classmethod
     def from_spec(cls, spec: str) -> SshTarget:
         parts = urlsplit(spec)
-        if parts.scheme != "ssh" or parts.fragment or parts.path not in ("", "/"):
+        if parts.scheme != "ssh" or parts.fragment:
             raise ValueError("expected ssh://[user@]host[:port][?option=value&...]")
         if parts.password is not None:
             raise ValueError("passwords are not accepted in a target; log in with a key (?identity=/path/to/key)")
@@ -72,13 +72,17 @@ class SshTarget:
         except ValueError:
             if not _HOSTNAME.fullmatch(host):
                 raise ValueError(f"{host!r} is not a host name or IP address") from None
+        if parts.path not in ("", "/"):
+            raise ValueError("expected ssh://[user@]host[:port][?option=value&...] (no path)")
         user = parts.username
         if user is not None and not _USER.fullmatch(user):
             raise ValueError(f"{user!r} is not a user name")
         try:
-            port = parts.port or 22
+            port = 22 if parts.port is None else parts.port
         except ValueError:
-            raise ValueError("the port must be a number from 1 to 65535") from None
+            port = 0
+        if not 0 < port < 65536:
+            raise ValueError("the port must be a number from 1 to 65535")
         options = remote.parse_options(parts.query, OPTIONS)
         tmpdir = options.get("tmpdir")
         if tmpdir is not None and not _REMOTE_DIR.fullmatch(tmpdir):

@@ -633,7 +633,8 @@ def test_export_format_that_is_not_installed(cli, write_recipe):
 def test_unsupported_verify_target(cli, write_recipe):
     path = write_recipe(BASE + "verify:\n  targets: [local, jetson]\n")
     fails(cli("validate", path),
-          f"error: {path}:20: verify.targets[1]: target 'jetson' is not supported yet (this version runs 'local')")
+          f"error: {path}:20: verify.targets[1]: no target plugin named 'jetson' is installed; "
+          "installed: adb, cuda, local, ssh")
 
 
 @pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml")),
