@@ -370,7 +370,12 @@ class TorchBackend:
         else:
             from pathlib import Path
 
-            from compress.modelio import load_torch_artifact
+            try:
+                from compress.modelio import load_torch_artifact
+            except ImportError:
+                raise MissingRuntime("a torch artifact folder needs the compress package where the agent runs "
+                                     "(python %s at %s): pip install edge-compress; a .pt2 program needs only torch"
+                                     % (platform.python_version(), sys.executable)) from None
 
             self.model = load_torch_artifact(Path(model)).eval()
         self.model = self.model.to(self.device)

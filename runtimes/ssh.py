@@ -42,6 +42,15 @@ _PROBE = ("import json, platform, sys\n"
           " 'ok': sys.version_info >= (3, 8)}))")
 
 
+def _loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _ssh_option_path(path: str) -> str:
     if '"' in path:
         raise ValueError(f"{path!r}: a path with a double quote cannot be given to ssh")
@@ -57,7 +66,8 @@ class SshTarget:
         self.connect_timeout, self.transfer_timeout, self.tmpdir = connect_timeout, transfer_timeout, tmpdir
         address = f"[{host}]" if ":" in host else host
         self.name = f"ssh://{user + '@' if user else ''}{address}{':' + str(port) if port != 22 else ''}"
-        self.host = f"ssh:{address}:{port}"
+        # ssh to this machine is this machine: measured one after another with local, not beside it
+        self.host = "localhost" if _loopback(host) else f"ssh:{address}:{port}"
 
     @classmethod
     def from_spec(cls, spec: str) -> SshTarget:

@@ -23,6 +23,8 @@ from tests.conftest import small_recipe
     ("ssh://pi@board.local:2222?python=/opt/venv/bin/python&connect_timeout=5", "ssh://pi@board.local:2222",
      "ssh:board.local:2222"),
     ("ssh://10.0.0.7", "ssh://10.0.0.7", "ssh:10.0.0.7:22"),
+    ("ssh://me@127.0.0.1:2222", "ssh://me@127.0.0.1:2222", "localhost"),  # this machine: not in parallel
+    ("ssh://localhost", "ssh://localhost", "localhost"),
     ("ssh://me@[fe80::1]:22", "ssh://me@[fe80::1]", "ssh:[fe80::1]:22"),
     ("adb://emulator-5554?benchmark_model=/data/local/tmp/benchmark_model", "adb://emulator-5554",
      "adb:emulator-5554"),
