@@ -217,17 +217,21 @@ class Pipeline:
 
         started = time.perf_counter()
         from compress.tasks import training_loss
-        from compress.train import fit, seed_everything
+        from compress.train import fit, freeze_parameters, seed_everything
 
         seed_everything(self.recipe.seed)  # before building: the same initial weights every run
         model = build_model(config, self.loaded)
         info: dict[str, Any] = {}
         if trains:
             assert config.train is not None
+            frozen = freeze_parameters(model, config.train.freeze, file=self.file, field="model.train.freeze")
             info["train_epoch_losses"] = [round(v, 5) for v in fit(
                 model, data.train, epochs=config.train.epochs, lr=config.train.lr,
                 batch_size=config.train.batch_size, seed=self.recipe.seed, loss_fn=training_loss(self.recipe.task.kind),
                 console=self.console, description="train original")]
+            freeze_parameters(model, [])
+            if frozen:
+                info["train_frozen_parameters"] = len(frozen)
         elif config.weights is None and config.file is None:
             self.log.warning("model has no weights and no train section: using its initial parameters")
         self._check_forward(model, data)

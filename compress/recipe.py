@@ -45,6 +45,7 @@ class TrainConfig(Strict):
     epochs: int = Field(10, gt=0)
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, gt=0)
+    freeze: list[str] = Field(default_factory=list)  # parameter-name globs left as loaded (e.g. a backbone)
 
 
 class ModelConfig(Strict):

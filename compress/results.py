@@ -58,7 +58,8 @@ class Parity(_Record):
     reference: str = Field(description="the torch artifact compared against")
     max_abs_error: float
     cosine: float = Field(description="mean over samples of the cosine similarity of the output vectors")
-    agreement: float = Field(description="share of samples with the same top-1 output")
+    agreement: float = Field(description="share of samples (tokens, for a language model) with the same top-1 "
+                             "output; for an embedding model, the mean cosine")
     thresholds: dict[str, float | None]
     passed: bool
     failures: list[str] = Field(default_factory=list)
@@ -75,7 +76,9 @@ class Measurement(_Record):
         description="incomplete: the connection to a remote device dropped (never a pass)")
     error: str | None = None
     metric: dict[str, float] = Field(default_factory=dict, description="task metric(s) on the test split")
-    agreement: float | None = Field(None, description="share of test samples whose top-1 matches the original model's")
+    agreement: float | None = Field(None, description="agreement with the original model on the test split: the "
+                                    "share of matching top-1 outputs (per token for a language model), or the "
+                                    "mean cosine for an embedding model")
     latency: LatencyStats | None = None
     parity: Parity | None = None
     runtime_version: str | None = None

@@ -33,7 +33,8 @@ def fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, batch_s
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     seed_everything(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # frozen ones stay as they are
+    optimizer = torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(split) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
     history: list[float] = []
@@ -57,3 +58,22 @@ def fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, batch_s
             history.append(total / count)
     model.eval()
     return history
+
+
+def freeze_parameters(model: torch.nn.Module, patterns: list[str], *, file: str | None = None,
+                      field: str = "freeze") -> list[str]:
+    """Stop training the parameters whose names match the globs (every other one trains); returns
+    the frozen names. A glob that matches nothing is an error naming the field."""
+    import fnmatch
+
+    from compress.errors import InputError
+
+    frozen: list[str] = []
+    for index, pattern in enumerate(patterns):
+        hits = [name for name, _ in model.named_parameters() if fnmatch.fnmatchcase(name, pattern)]
+        if not hits:
+            raise InputError(f"{pattern!r} matches no parameter", file=file, field=f"{field}[{index}]")
+        frozen.extend(hits)
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name not in frozen)
+    return frozen

@@ -45,6 +45,9 @@ class DistillConfig(BaseModel):
     temperature: float = Field(4.0, gt=0)
     alpha: Annotated[float, Field(ge=0, le=1)] = 0.7
     weight_decay: float = Field(0.0, ge=0)
+    # Parameter-name globs kept as they are: a large embedding table costs most of each optimizer
+    # step in a small transformer and is not what pruning changed.
+    freeze: list[str] = Field(default_factory=list)
 
 
 class DistillStage:
@@ -63,12 +66,17 @@ class DistillStage:
 
     def run(self, model: torch.nn.Module, ctx: StageContext) -> StageResult:
         from compress.tasks import distillation_loss
-        from compress.train import fit
+        from compress.train import fit, freeze_parameters
 
         config = self.config
         teacher = self._teacher(ctx).eval()
         loss_fn = distillation_loss(ctx.recipe.recipe.task.kind, teacher, config.temperature, config.alpha)
+        frozen = freeze_parameters(model, config.freeze, file=str(ctx.recipe.path), field="distill.freeze")
         history = fit(model, ctx.data.train, epochs=config.epochs, lr=config.lr,
                       batch_size=config.batch_size, seed=ctx.seed, loss_fn=loss_fn, console=ctx.console,
                       description="distill", weight_decay=config.weight_decay)
-        return StageResult(model=model, info={"epoch_losses": [round(v, 5) for v in history]})
+        freeze_parameters(model, [])
+        info: dict[str, Any] = {"epoch_losses": [round(v, 5) for v in history]}
+        if frozen:
+            info["frozen_parameters"] = len(frozen)
+        return StageResult(model=model, info=info)

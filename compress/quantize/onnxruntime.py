@@ -32,6 +32,18 @@ def _candidates(nodes: list[Any]) -> list[str]:
     return [n.name for n in nodes if n.op_type in quantized]
 
 
+def _pre_process(source: Path, dest: Path) -> None:
+    """Shape inference and graph folding first, as ONNX Runtime's docs advise. Its symbolic shape
+    inference fails on some graphs (MiniLM's attention here: "object of type 'NoneType' has no
+    len()"); ONNX's own shape inference is enough for quantization then."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(source), str(dest), skip_symbolic_shape=False)
+    except Exception:
+        quant_pre_process(str(source), str(dest), skip_symbolic_shape=True)
+
+
 class OnnxRuntimeQuantizer:
     name = "onnxruntime"
     format = "onnx"
@@ -46,12 +58,11 @@ class OnnxRuntimeQuantizer:
             return dest, self.quantize_file(source.path, dest, config, calibration, input_name, file=file)
         # Accuracy-aware: nodes left unquantized, most harmful first, until within the budget.
         import onnx
-        from onnxruntime.quantization.shape_inference import quant_pre_process
 
         reference = validation.score(source.path)
         with tempfile.TemporaryDirectory(prefix="compress-quant-") as scratch:
             prepared = Path(scratch) / "prepared.onnx"  # node names as quantize_file will see them
-            quant_pre_process(str(source.path), str(prepared), skip_symbolic_shape=False)
+            _pre_process(source.path, prepared)
             candidates = _candidates(list(onnx.load(str(prepared), load_external_data=False).graph.node))
         info: dict[str, Any] = {}
 
@@ -76,7 +87,6 @@ class OnnxRuntimeQuantizer:
             QuantType,
             quantize_static,
         )
-        from onnxruntime.quantization.shape_inference import quant_pre_process
 
         samples = calibration[: config.calibration.samples]
 
@@ -90,8 +100,7 @@ class OnnxRuntimeQuantizer:
 
         with tempfile.TemporaryDirectory(prefix="compress-quant-") as scratch:
             prepared = Path(scratch) / "prepared.onnx"
-            # Shape inference and graph folding first, as ONNX Runtime's docs advise.
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+            _pre_process(source, prepared)
             nodes = [n.name for n in onnx.load(str(prepared), load_external_data=False).graph.node]
             excluded = self._excluded(nodes, config.ignore, file) + list(extra_excluded or [])
             method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -119,11 +128,10 @@ class OnnxRuntimeQuantizer:
         """int8 weights; activations quantized per call from their actual range (no calibration)."""
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
-        from onnxruntime.quantization.shape_inference import quant_pre_process
 
         with tempfile.TemporaryDirectory(prefix="compress-quant-") as scratch:
             prepared = Path(scratch) / "prepared.onnx"
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+            _pre_process(source, prepared)
             nodes = [n.name for n in onnx.load(str(prepared), load_external_data=False).graph.node]
             excluded = self._excluded(nodes, config.ignore, file) + list(extra_excluded or [])
             try:

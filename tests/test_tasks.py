@@ -1,0 +1,83 @@
+"""Task kinds: metrics, agreement, drop direction, and the recurrent-layer pruning refusal."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from compress import metrics, tasks
+from compress.quantize.accuracy import Budget
+from tests.conftest import small_recipe
+
+
+def test_perplexity_of_uniform_and_confident_logits():
+    vocab = 7
+    uniform = np.zeros((3, 5, vocab), dtype=np.float32)
+    labels = np.random.default_rng(0).integers(0, vocab, size=(3, 5))
+    assert metrics.perplexity(uniform, labels) == pytest.approx(vocab)
+    confident = np.full((3, 5, vocab), -20.0, dtype=np.float32)
+    np.put_along_axis(confident, labels[..., None], 20.0, axis=-1)
+    assert metrics.perplexity(confident, labels) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_cosine_metric_compares_with_the_original_outputs():
+    reference = np.array([[1.0, 0.0], [0.0, 2.0]])
+    assert metrics.cosine(reference * 3, None, reference=reference) == pytest.approx(1.0)
+    assert metrics.cosine(np.array([[0.0, 1.0], [0.0, 1.0]]), None, reference=reference) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="original model's outputs"):
+        metrics.cosine(reference, None)
+
+
+def test_agreement_per_task_kind():
+    reference = np.array([[[0.1, 0.9], [0.8, 0.2]], [[0.3, 0.7], [0.6, 0.4]]])  # (batch, steps, vocab)
+    changed = reference.copy()
+    changed[0, 0] = [0.9, 0.1]  # one token of four now predicts another class
+    assert tasks.agreement("language_model", changed, reference) == pytest.approx(0.75)
+    vectors = np.array([[1.0, 0.0], [1.0, 1.0]])
+    assert tasks.agreement("embedding", vectors, vectors) == pytest.approx(1.0)
+
+
+def test_a_rise_in_perplexity_is_a_drop():
+    assert metrics.drop("perplexity", 10.0, 12.0) == pytest.approx(2.0)
+    assert metrics.drop("top1", 0.9, 0.88) == pytest.approx(0.02)
+    budget = Budget.parse(1.0, lower_is_better=True)
+    assert budget.met(10.0, 10.9) and not budget.met(10.0, 11.2)
+    assert Budget.parse("5%", lower_is_better=True).met(10.0, 10.4)
+    assert not Budget.parse("5%", lower_is_better=True).met(10.0, 10.6)
+
+
+def test_training_loss_flattens_tokens():
+    import torch
+
+    logits = torch.zeros(2, 3, 5)
+    labels = torch.zeros(2, 3, dtype=torch.int64)
+    loss = tasks.training_loss("language_model")(logits, labels, logits)
+    assert float(loss) == pytest.approx(np.log(5), rel=1e-5)
+
+
+def _lstm_recipe(on_unsupported: str) -> dict:
+    return small_recipe(
+        model={"factory": "compress.zoo.sequence:DigitsLSTM", "kwargs": {"hidden": 16, "layers": 2},
+               "input": {"shape": [1, 8, 8]}, "train": {"epochs": 1, "lr": 0.01}},
+        data={"source": "digits_sequence"},
+        stages=[{"prune": {"pruning_ratio": 0.25, "on_unsupported": on_unsupported}}], export=[], quantize=None,
+        verify={"runtimes": ["torch"], "latency": {"warmup": 0, "min_runs": 1, "min_seconds": 0.0}})
+
+
+def test_lstm_pruning_is_refused_with_a_clear_message(cli, write_recipe, tmp_path):
+    result = cli("run", write_recipe(_lstm_recipe("fail")), "--out", tmp_path / "runs")
+    assert result.exit_code == 1
+    assert "prune" in result.output and "LSTM" in result.output and "lstm" in result.output
+    assert "on_unsupported: skip" in result.output
+
+
+def test_lstm_pruning_is_skipped_when_the_recipe_allows_it(cli, write_recipe, tmp_path):
+    result = cli("run", write_recipe(_lstm_recipe("skip")), "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output[-2000:]
+    folder = next((tmp_path / "runs" / "small").glob("2*"))
+    results = json.loads((folder / "results.json").read_text())
+    prune = next(a for a in results["artifacts"] if a["name"] == "prune")
+    assert "torch-pruning cannot prune the hidden units" in prune["info"]["skipped"]
+    assert prune["params"] == next(a for a in results["artifacts"] if a["name"] == "original")["params"]
