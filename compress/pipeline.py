@@ -23,6 +23,7 @@ from compress import __version__, registry
 from compress.artifact import Artifact, sha256_of, size_of, stable_hash
 from compress.cache import ArtifactCache
 from compress.errors import CompressError, InputError, StageError
+from compress.quantize.leftovers import left_in_float
 from compress.stage import StageContext
 from exporters import ExportRefused, unsupported_op
 
@@ -410,6 +411,7 @@ class Pipeline:
         cached = self.cache.lookup(artifact_id) if self.options.resume else None
         if cached is not None:
             _check_budget(cached, name, self.file)
+            self._recurrent_left_in_float(cached, step)
             return _Produced(cached, True, 0.0, step, source.torch_model, dict(cached.info))
         self.console.log(f"quantize [bold]{name}[/] ({quantizer.name}, {len(calibration)} calibration samples)")
         started = time.perf_counter()
@@ -420,14 +422,35 @@ class Pipeline:
             path, info = quantizer.quantize(source.artifact, folder, config, calibration,
                                             input_name=self.recipe.model.input.name,
                                             torch_model=source.torch_model, file=self.file, validation=validation)
-            info = {**info, "macs": source.artifact.info.get("macs"), "params": source.artifact.info.get("params")}
+            info = {**info, "macs": source.artifact.info.get("macs"), "params": source.artifact.info.get("params"),
+                    "left_in_float": left_in_float(fmt, path)}
             return Artifact(id=artifact_id, name=name, format=fmt, precision=config.precision, path=path,
                             sha256=sha256_of(path), lineage=(*source.artifact.lineage, f"quantize.{quantizer.name}"),
                             parent=source.artifact.id, info=info)
 
         artifact = self.cache.store(artifact_id, build)
         _check_budget(artifact, name, self.file)
+        self._recurrent_left_in_float(artifact, step)
         return _Produced(artifact, False, time.perf_counter() - started, step, source.torch_model, dict(artifact.info))
+
+    def _recurrent_left_in_float(self, artifact: Artifact, step: str) -> None:
+        """Say so, and record it, when int8 left a recurrent layer in float (quantizers do it silently)."""
+        from compress.quantize.leftovers import RECURRENT
+
+        for op, names in (artifact.info.get("left_in_float") or {}).items():
+            recurrent = [n for n in names if op in RECURRENT or "torch.nn.modules.rnn." in n]
+            if not recurrent:
+                continue
+            kept = artifact.info.get("nodes_excluded") or []
+            how = "kept there by quantize.ignore or the accuracy search" if kept else "its quantizer skips them"
+            reason = (f"{len(recurrent)} {op} op(s) of a recurrent layer stay in float in {artifact.name} ({how}): "
+                      f"{', '.join(recurrent[:3])}{' ...' if len(recurrent) > 3 else ''}; the rest is int8"
+                      + ("" if self.recipe.quantize and self.recipe.quantize.mode == "dynamic"
+                         else "; quantize.mode: dynamic quantizes recurrent layers on ONNX Runtime and TFLite"))
+            self.console.log(f"[yellow]left in float[/] {artifact.format} at {step}: {reason}")
+            self.log.warning("left in float %s at %s: %s", artifact.format, step, reason)
+            self.refusals.append({"artifact": artifact.name, "format": artifact.format, "stage": step, "op": op,
+                                  "reason": reason})
 
     def _artifact_records(self, artifacts: list[Artifact], folder: Path) -> list[Any]:
         """Link each artifact into the run folder and describe it."""

@@ -86,9 +86,10 @@ class Measurement(_Record):
 
 
 class Refusal(_Record):
-    """A format (or its quantizer) that could not hold the model; the run went on without it."""
+    """A format (or its quantizer) that could not hold the model, or a recurrent layer its int8
+    quantizer left in float; the run went on."""
 
-    artifact: str = Field(description="the artifact it was made from")
+    artifact: str = Field(description="the artifact it was made from (the int8 artifact, for a layer left in float)")
     format: str
     stage: str = Field(description="export.<format> or quantize.<format>")
     op: str | None = Field(None, description="the operator the converter named, when it did")

@@ -81,3 +81,25 @@ def test_lstm_pruning_is_skipped_when_the_recipe_allows_it(cli, write_recipe, tm
     prune = next(a for a in results["artifacts"] if a["name"] == "prune")
     assert "torch-pruning cannot prune the hidden units" in prune["info"]["skipped"]
     assert prune["params"] == next(a for a in results["artifacts"] if a["name"] == "original")["params"]
+
+
+def test_a_recurrent_layer_left_in_float_by_static_int8_is_recorded(cli, write_recipe, tmp_path):
+    recipe = _lstm_recipe("skip")
+    recipe.update(stages=[], export=["onnx"], quantize={"precision": "int8", "calibration": {"samples": 32}})
+    recipe["verify"]["runtimes"] = ["onnxruntime"]
+    result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output[-2000:]
+    folder = next((tmp_path / "runs" / "small").glob("2*"))
+    results = json.loads((folder / "results.json").read_text())
+    left = [r for r in results["refusals"] if r["stage"] == "quantize.onnx"]
+    assert len(left) == 1 and left[0]["op"] == "LSTM" and left[0]["format"] == "onnx"
+    assert "2 LSTM op(s) of a recurrent layer stay in float in original.int8.onnx" in left[0]["reason"]
+    assert "quantize.mode: dynamic" in left[0]["reason"]
+    # dynamic int8 quantizes them: nothing is left in float, nothing recorded
+    recipe["quantize"]["mode"] = "dynamic"
+    result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs2")
+    assert result.exit_code == 0, result.output[-2000:]
+    results = json.loads((next((tmp_path / "runs2" / "small").glob("2*")) / "results.json").read_text())
+    assert results["refusals"] == []
+    int8 = next(a for a in results["artifacts"] if a["name"] == "original.int8.onnx")
+    assert int8["info"]["left_in_float"] == {}
