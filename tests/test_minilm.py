@@ -38,7 +38,7 @@ def test_text_sets_are_shipped_and_tokenized():
     test = splits["test_x"]
     assert test.shape == (320, 32) and test.dtype == np.int64  # the varied sentences, held out
     assert (test[:, 0] == 101).all()  # [CLS] first, then the sentence, [SEP] and zero padding
-    assert splits["calibration_x"].shape == (64, 32) and splits["train_x"].shape == (416 + 1500, 32)
+    assert splits["calibration_x"].shape == (64, 32) and splits["train_x"].shape == (416 + 800, 32)
     rows = [row.tobytes() for name in ("train_x", "calibration_x", "test_x") for row in splits[name][:480]]
     assert len(set(rows)) == len(rows)  # no sentence is in two splits
     labelled = topics()

@@ -206,7 +206,7 @@ def _lines(name: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip() and not line.startswith("# ")]
 
 
-def sentences(length: int = 32, extra_training_lines: int = 1500) -> dict[str, np.ndarray]:
+def sentences(length: int = 32, extra_training_lines: int = 800) -> dict[str, np.ndarray]:
     """Ready splits, as token ids, with no labels (the metric is each embedding's cosine to the
     original model's): the test split is the repo's 320 varied sentences; calibration is 64 of the
     topic set's sentences; training (for distillation) is the other 416 and the first lines of the
