@@ -72,7 +72,9 @@ def test_an_unreachable_budget_keeps_the_best_and_says_so(tmp_path):
 @pytest.mark.slow
 def test_lstm_default_int8_misses_and_accuracy_aware_openvino_meets_the_budget(cli, tmp_path):
     recipe = ROOT / "recipes" / "lstm-digits.yaml"
-    common = ("--out", tmp_path, "--set", "export=[openvino]", "--set", "verify.runtimes=[openvino]",
+    # static int8 without the recipe's stages: the case where NNCF's default int8 breaks the LSTM
+    common = ("--out", tmp_path, "--set", "stages=[]", "--set", "quantize.mode=static",
+              "--set", "export=[openvino]", "--set", "verify.runtimes=[openvino]",
               "--set", "verify.latency={warmup: 0, min_runs: 3, min_seconds: 0}",
               "--set", "verify.parity.int8={min_cosine: 0.0, min_agreement: 0.0}")
     assert cli("run", recipe, *common).exit_code == 0
