@@ -7,12 +7,15 @@ import re
 from compress.errors import StageError
 
 _OP = re.compile(r"\b(aten\.[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)")
+_CONVERTER_OP = re.compile(r"'((?:tfl|tosa|stablehlo|mhlo)\.[A-Za-z0-9_]+)' op")  # MLIR: "'tfl.one_hot' op ..."
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def unsupported_op(text: str) -> str | None:
-    """The first torch operator a converter's error names (e.g. 'aten.cummax.default'), if any."""
-    match = _OP.search(_ANSI.sub("", text))
+    """The first operator a converter's error names: a torch one (e.g. 'aten.cummax.default'), or
+    else the converter's own (e.g. 'tfl.one_hot'), if any."""
+    clean = _ANSI.sub("", text)
+    match = _OP.search(clean) or _CONVERTER_OP.search(clean)
     return match.group(1) if match else None
 
 

@@ -29,6 +29,8 @@ def test_unsupported_op_is_read_from_a_converter_error():
     assert unsupported_op("RuntimeError: Lowering not found: aten.cummax.default") == "aten.cummax.default"
     assert unsupported_op("\x1b[96mUnsupported: aten.linalg_inv_ex.default\x1b[0m") == "aten.linalg_inv_ex.default"
     assert unsupported_op("AssertionError: tokens do not match") is None
+    converter = "error: 'tfl.one_hot' op operand #0 must be tensor of 32-bit signless integer values"
+    assert unsupported_op(converter) == "tfl.one_hot"  # the converter's own op, when no torch op is named
 
 
 def test_refused_formats_are_recorded_and_the_rest_completes(cli, write_recipe, tmp_path):

@@ -103,11 +103,13 @@ class PruneStage:
     def _prune(self, model: torch.nn.Module, ratio: float, ctx: StageContext, file: str) -> list[int]:
         """Prune `model` in place to a channel ratio, in iterative steps; MACs after each step."""
         import torch
-        import torch.nn.functional as F
         import torch_pruning as tp
+
+        from compress.tasks import training_loss
 
         example = ctx.example_input()
         config = self.config
+        loss_fn = training_loss(ctx.recipe.recipe.task.kind)  # taylor importance: gradients of the task loss
         if config.importance == "taylor":
             importance = tp.importance.GroupTaylorImportance()
         else:
@@ -128,7 +130,8 @@ class PruneStage:
                     raise InputError("taylor importance needs labelled training data", file=file,
                                      field="prune.importance")
                 model.zero_grad()
-                F.cross_entropy(model(torch.from_numpy(batch.x)), torch.from_numpy(batch.y)).backward()
+                inputs = torch.from_numpy(batch.x)
+                loss_fn(model(inputs), torch.from_numpy(batch.y), inputs).backward()
             pruner.step()
             for module, projections in attention:  # the forward pass reads the head count
                 module.num_heads = pruner.num_heads[projections[0]]
