@@ -104,6 +104,7 @@ class Pipeline:
         self.cache = ArtifactCache(options.out / self.recipe.name / "cache")
         self.log = logging.getLogger("compress.run")
         self.refusals: list[dict[str, Any]] = []
+        self._calibration_reference: Any = None  # the original model's outputs on the calibration split
 
     # --- the run -----------------------------------------------------------------------------
 
@@ -370,7 +371,9 @@ class Pipeline:
                              field="quantize.max_accuracy_drop")
         metric = registry.load("compress.metrics", metric_name, file=self.file, field="task.metric")
         runtime = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}.get(fmt, fmt)
-        reference = None if needs_labels(metric_name) else reference_outputs(self._original_model, data.calibration.x)
+        if not needs_labels(metric_name) and self._calibration_reference is None:  # once for every format
+            self._calibration_reference = reference_outputs(self._original_model, data.calibration.x)
+        reference = None if needs_labels(metric_name) else self._calibration_reference
         return Validation(x=data.calibration.x, y=data.calibration.y, metric=metric,
                           budget=Budget.parse(config.max_accuracy_drop, metric_name in LOWER_IS_BETTER),
                           input_name=self.recipe.model.input.name, runtime=runtime, reference=reference)

@@ -103,3 +103,16 @@ def test_a_recurrent_layer_left_in_float_by_static_int8_is_recorded(cli, write_r
     assert results["refusals"] == []
     int8 = next(a for a in results["artifacts"] if a["name"] == "original.int8.onnx")
     assert int8["info"]["left_in_float"] == {}
+
+
+def test_accuracy_aware_int8_scores_an_embedding_model_by_cosine_to_the_original(cli, write_recipe, tmp_path):
+    recipe = small_recipe(task={"kind": "embedding", "metric": "cosine"}, stages=[],
+                          quantize={"precision": "int8", "calibration": {"samples": 32}, "max_accuracy_drop": 0.01})
+    recipe["verify"]["runtimes"] = ["onnxruntime"]
+    result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output[-2000:]
+    results = json.loads((next((tmp_path / "runs" / "small").glob("2*")) / "results.json").read_text())
+    search = next(a for a in results["artifacts"] if a["name"] == "original.int8.onnx")["info"]["accuracy_aware"]
+    # the fp32 parent is the original itself: its cosine to the original on the calibration split is 1
+    assert search["validation_metric_fp32"] == pytest.approx(1.0, abs=1e-5)
+    assert search["budget_met"] and search["validation_metric_int8"] >= 0.99 - 1e-9

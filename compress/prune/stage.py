@@ -143,11 +143,11 @@ class PruneStage:
         """Why torch-pruning cannot prune this model as configured, or None."""
         from torch import nn
 
-        recurrent = [name for name, m in model.named_modules() if isinstance(m, nn.RNNBase)
-                     and not any(fnmatch.fnmatchcase(name, p) for p in self.config.ignore)]
+        recurrent = {name: type(m).__name__ for name, m in model.named_modules() if isinstance(m, nn.RNNBase)
+                     and not any(fnmatch.fnmatchcase(name, p) for p in self.config.ignore)}
         if not recurrent:
             return None
-        kinds = sorted({type(dict(model.named_modules())[n]).__name__ for n in recurrent})
+        kinds = sorted(set(recurrent.values()))
         return (f"torch-pruning cannot prune the hidden units of recurrent layers ({', '.join(kinds)}: "
                 f"{', '.join(recurrent)}; its LSTM support fails, Torch-Pruning issues #44 and #404): add them to "
                 "prune.ignore to prune the other layers, or set prune.on_unsupported: skip")
