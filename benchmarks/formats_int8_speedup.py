@@ -42,14 +42,6 @@ def build_model(name: str) -> Any:
     return factories[name]().eval()
 
 
-def _artifact(name: str, fmt: str, precision: str, path: Path, info: dict[str, Any] | None = None) -> Any:
-    from compress.artifact import Artifact, sha256_of, stable_hash
-
-    digest = sha256_of(path) if path.exists() else ""
-    return Artifact(id=stable_hash(name, digest), name=name, format=fmt, precision=precision, path=path,
-                    sha256=digest, lineage=(name,), info=info or {})
-
-
 def _error(exc: BaseException) -> str:
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
@@ -60,13 +52,8 @@ def make_artifacts(model_name: str, folder: Path, calibration: Any, log: Callabl
     """{(format, precision): model file to bench, or the error that stopped it}."""
     import torch
 
-    from compress.quantize.onnxruntime import OnnxRuntimeQuantizer
-    from compress.quantize.openvino import NncfQuantizer
-    from compress.quantize.tflite import LiteRtQuantizer
+    from compress import formats
     from compress.recipe import QuantizeConfig
-    from exporters.onnx import OnnxExporter
-    from exporters.openvino import OpenVinoExporter
-    from exporters.tflite import TfliteExporter
 
     torch.manual_seed(0)
     model = build_model(model_name)
@@ -85,65 +72,31 @@ def make_artifacts(model_name: str, folder: Path, calibration: Any, log: Callabl
             if os.environ.get("BENCH_DEBUG"):
                 traceback.print_exc()
 
-    # ONNX: dynamo export, then ONNX Runtime static QDQ quantization
-    onnx_dir = folder / "onnx"
-    onnx_dir.mkdir(parents=True)
-    onnx_fp32, onnx_int8 = onnx_dir / "fp32.onnx", onnx_dir / "int8.onnx"
+    # Each format's plugin, as a run uses it: ONNX (dynamo export, ONNX Runtime static QDQ), OpenVINO
+    # (IR, NNCF), TFLite (litert-torch, its PT2E int8 path from the torch model).
+    for fmt in ("onnx", "openvino", "tflite"):
+        exported: dict[str, Path] = {}
 
-    def onnx_export() -> Path:
-        OnnxExporter().export_file(model, example, onnx_fp32, INPUT_NAME)
-        return onnx_fp32
+        def fp32(fmt: str = fmt, exported: dict[str, Path] = exported) -> Path:
+            exported["fp32"] = formats.export(fmt, model, example, folder / f"{fmt}_fp32",
+                                              input_names=[INPUT_NAME]).path
+            return _bench_file(exported["fp32"])
 
-    def onnx_quantize() -> Path:
-        if not onnx_fp32.exists():
-            raise RuntimeError("no fp32 ONNX to quantize")
-        OnnxRuntimeQuantizer().quantize_file(onnx_fp32, onnx_int8, config, calibration, INPUT_NAME)
-        return onnx_int8
+        def int8(fmt: str = fmt, exported: dict[str, Path] = exported) -> Path:
+            if "fp32" not in exported:
+                raise RuntimeError(f"no fp32 {fmt} to quantize")
+            path = formats.quantize(fmt, exported["fp32"], model, folder / f"{fmt}_int8", config, calibration,
+                                    input_names=[INPUT_NAME]).path
+            return _bench_file(path)
 
-    step(("onnx", "fp32"), onnx_export)
-    step(("onnx", "int8"), onnx_quantize)
-
-    # OpenVINO: IR from the torch module, then NNCF post-training quantization of the IR
-    ov_fp32_dir, ov_int8_dir = folder / "openvino_fp32", folder / "openvino_int8"
-    ov_fp32_dir.mkdir()
-    ov_int8_dir.mkdir()
-
-    def ov_export() -> Path:
-        ir, _ = OpenVinoExporter().export(model, example, ov_fp32_dir, INPUT_NAME)
-        return ir / "model.xml"
-
-    def ov_quantize() -> Path:
-        xml = ov_fp32_dir / "ir" / "model.xml"
-        if not xml.exists():
-            raise RuntimeError("no fp32 IR to quantize")
-        source = _artifact(f"{model_name}.openvino", "openvino", "fp32", xml.parent)
-        ir, _ = NncfQuantizer().quantize(source, ov_int8_dir, config, calibration, input_name=INPUT_NAME)
-        return ir / "model.xml"
-
-    step(("openvino", "fp32"), ov_export)
-    step(("openvino", "int8"), ov_quantize)
-
-    # TFLite: litert-torch fp32 conversion, and its PT2E int8 path from the torch model
-    tfl_fp32_dir, tfl_int8_dir = folder / "tflite_fp32", folder / "tflite_int8"
-    tfl_fp32_dir.mkdir()
-    tfl_int8_dir.mkdir()
-    tfl_info: dict[str, Any] = {}
-
-    def tfl_export() -> Path:
-        path, info = TfliteExporter().export(model, example, tfl_fp32_dir, INPUT_NAME)
-        tfl_info.update(info)
-        return path
-
-    def tfl_quantize() -> Path:
-        source = _artifact(f"{model_name}.tflite", "tflite", "fp32", tfl_fp32_dir / "model.tflite",
-                           {"channels_last": False, **tfl_info})
-        path, _ = LiteRtQuantizer().quantize(source, tfl_int8_dir, config, calibration, input_name=INPUT_NAME,
-                                             torch_model=model)
-        return path
-
-    step(("tflite", "fp32"), tfl_export)
-    step(("tflite", "int8"), tfl_quantize)
+        step((fmt, "fp32"), fp32)
+        step((fmt, "int8"), int8)
     return out
+
+
+def _bench_file(path: Path) -> Path:
+    """The file `compress bench` takes: an IR folder's .xml, else the artifact itself."""
+    return path / "model.xml" if path.is_dir() else path
 
 
 def size_mb(model_file: Path) -> float:

@@ -30,12 +30,13 @@ os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
 
 
 def make_models(folder: Path, calibration: Any) -> dict[str, Path | str]:
+    import shutil
+
     import torch
 
-    from compress.quantize.onnxruntime import OnnxRuntimeQuantizer
+    from compress import formats
     from compress.recipe import QuantizeConfig
     from compress.zoo import vision
-    from exporters.onnx import OnnxExporter
 
     torch.manual_seed(0)
     model = vision.resnet18().eval()
@@ -50,7 +51,7 @@ def make_models(folder: Path, calibration: Any) -> dict[str, Path | str]:
         print(f"  made {key}: {made[key]}", file=sys.stderr, flush=True)
 
     def onnx_fp32() -> Path:
-        OnnxExporter().export_file(model, example, folder / "fp32.onnx", "input")
+        shutil.copy(formats.export("onnx", model, example, folder / "onnx_fp32").path, folder / "fp32.onnx")
         return folder / "fp32.onnx"
 
     def onnx_fp16() -> Path:
@@ -62,8 +63,9 @@ def make_models(folder: Path, calibration: Any) -> dict[str, Path | str]:
         return folder / "fp16.onnx"
 
     def onnx_int8() -> Path:
-        OnnxRuntimeQuantizer().quantize_file(folder / "fp32.onnx", folder / "int8.onnx", QuantizeConfig(),
-                                             calibration, "input")
+        int8 = formats.quantize("onnx", folder / "fp32.onnx", model, folder / "onnx_int8", QuantizeConfig(),
+                                calibration)
+        shutil.copy(int8.path, folder / "int8.onnx")
         return folder / "int8.onnx"
 
     def torch_program(dtype: Any, name: str) -> Path:

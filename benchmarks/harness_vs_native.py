@@ -46,34 +46,24 @@ def zoo_artifacts(folder: Path, int8: bool) -> list[tuple[str, Path]]:
     import numpy as np
     import torch
 
+    from compress import formats
     from compress.recipe import QuantizeConfig
     from compress.zoo.vision import mobilenet_v2
-    from exporters.openvino import OpenVinoExporter
-    from exporters.tflite import TfliteExporter
 
     torch.manual_seed(0)
     model = mobilenet_v2().eval()
     calibration = np.random.default_rng(0).standard_normal((32, 3, 224, 224)).astype(np.float32)
     example = torch.from_numpy(calibration[:1].copy())
     out: list[tuple[str, Path]] = []
-    ir, _ = OpenVinoExporter().export(model, example, folder / "ov_fp32", "input")
+    ir = formats.export("openvino", model, example, folder / "ov_fp32").path
     out.append(("mobilenet_v2 fp32 .xml", ir / "model.xml"))
-    tfl, info = TfliteExporter().export(model, example, folder / "tfl_fp32", "input")
+    tfl = formats.export("tflite", model, example, folder / "tfl_fp32").path
     out.append(("mobilenet_v2 fp32 .tflite", tfl))
     if int8:
-        from formats_int8_speedup import _artifact
-
-        from compress.quantize.openvino import NncfQuantizer
-        from compress.quantize.tflite import LiteRtQuantizer
-
         config = QuantizeConfig()
-        source = _artifact("mobilenet_v2.openvino", "openvino", "fp32", ir)
-        ir8, _ = NncfQuantizer().quantize(source, folder / "ov_int8", config, calibration, input_name="input")
+        ir8 = formats.quantize("openvino", ir, model, folder / "ov_int8", config, calibration).path
         out.append(("mobilenet_v2 int8 .xml", ir8 / "model.xml"))
-        source = _artifact("mobilenet_v2.tflite", "tflite", "fp32", tfl, info)
-        (folder / "tfl_int8").mkdir()
-        tfl8, _ = LiteRtQuantizer().quantize(source, folder / "tfl_int8", config, calibration, input_name="input",
-                                             torch_model=model)
+        tfl8 = formats.quantize("tflite", tfl, model, folder / "tfl_int8", config, calibration).path
         out.append(("mobilenet_v2 int8 .tflite", tfl8))
     return out
 

@@ -40,8 +40,10 @@ def size_of(path: Path) -> int:
 class Artifact:
     """A model file (or folder) with where it came from.
 
-    `format` is torch / onnx / ...; `precision` fp32 / int8; `lineage` names the steps that made
-    it, first to last; `info` holds what the step measured (MACs, parameters, losses).
+    `format` names its format plugin; `precision` fp32 / fp16 / int8; `lineage` names the steps
+    that made it, first to last; `info` holds what its own step measured (losses, quantizer
+    arguments); `attributes` hold what travels from a model to everything made from it (MACs,
+    parameters, the input layout), so no step copies them by hand.
     """
 
     id: str
@@ -53,6 +55,7 @@ class Artifact:
     lineage: tuple[str, ...]
     parent: str | None = None
     info: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    attributes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def size_bytes(self) -> int:
@@ -67,3 +70,7 @@ class Artifact:
     @classmethod
     def from_json(cls, data: dict[str, Any], folder: Path) -> Artifact:
         return cls(**{**data, "path": folder / data["path"], "lineage": tuple(data["lineage"])})
+
+    def derived_attributes(self, own: dict[str, Any]) -> dict[str, Any]:
+        """The attributes of an artifact made from this one: these, updated by the step's own."""
+        return {**self.attributes, **own}

@@ -1,6 +1,7 @@
-"""`compress bench MODEL`: time any .onnx, .xml, .tflite or .pt2 file on this machine or on a target
-(`--target cuda:0`, `ssh://pi@board`, `adb://SERIAL`), without a recipe, through the same device agent
-and statistics as `compress run`."""
+"""`compress bench MODEL`: time a model file of any installed format (.onnx, .xml, .tflite, .pt2, a
+plugin's) on this machine or on a target (`--target cuda:0`, `ssh://pi@board`, `adb://SERIAL`),
+without a recipe, through the same device agent and statistics as `compress run`. The file's format
+plugin says which runtimes load it and refuses a file that is unsafe to load."""
 
 from __future__ import annotations
 
@@ -10,17 +11,15 @@ from typing import Any
 
 from compress import registry
 from compress.errors import InputError
-
-# Which format a file is, and the runtimes that load it (the first is the default).
-FORMATS = {".onnx": ("onnx", ("onnxruntime", "openvino")), ".xml": ("openvino", ("openvino",)),
-           ".tflite": ("tflite", ("litert",)), ".pt2": ("torch", ("torch",))}
+from compress.measure import agent_request, latency_plan
+from compress.runtimes.protocol import RandomInputs, Response
 
 
 @dataclass(frozen=True)
 class BenchRow:
     runtime: str
     threads: int
-    response: dict[str, Any]
+    response: Response
 
 
 def parse_input_shapes(values: tuple[str, ...]) -> dict[str, list[int]]:
@@ -48,56 +47,62 @@ def parse_threads(text: str) -> list[int]:
     return threads
 
 
-def runtimes_for(model: Path, runtime: str | None, trust: bool) -> tuple[str, list[str]]:
+def format_of(model: Path) -> tuple[str, Any]:
+    """The installed format plugin whose suffixes name this file."""
     suffix = model.suffix.lower()
-    if suffix not in FORMATS:
-        raise InputError(f"cannot benchmark {model.name}: expected .onnx, .xml, .tflite or .pt2", file=str(model))
+    found: dict[str, tuple[str, Any]] = {}
+    for name in registry.names("compress.formats"):
+        try:
+            plugin = registry.load("compress.formats", name)
+        except InputError:
+            continue  # a broken plugin format is not one this file can be
+        for known in plugin.suffixes:
+            found.setdefault(known.lower(), (name, plugin))
+    if suffix not in found:
+        raise InputError(f"cannot benchmark {model.name}: expected one of {', '.join(sorted(found))}", file=str(model))
+    return found[suffix]
+
+
+def runtimes_for(model: Path, runtime: str | None, trust: bool) -> tuple[str, list[str]]:
+    name, plugin = format_of(model)
     if not model.exists():
         raise InputError("model file not found", file=str(model))
-    fmt, loaders = FORMATS[suffix]
-    if fmt == "torch" and not trust:
-        raise InputError(f"{model.name} is a torch.export program; loading it runs code from the file. "
+    if plugin.loads_code and not trust:
+        raise InputError(f"{model.name} is a {name} file; loading it runs code from the file. "
                          "Pass --trust only if you trust its source", file=str(model))
-    if fmt == "onnx":
-        from exporters.onnx import check_external_data
-
-        check_external_data(model)
-    if fmt == "openvino" and not model.with_suffix(".bin").is_file():
-        raise InputError(f"{model.with_suffix('.bin').name} (the weights of this IR) is missing", file=str(model))
+    plugin().check_file(model)
+    loaders = list(plugin.runtimes)
     if runtime is None:
         chosen = [loaders[0]]
     elif runtime == "all":
-        chosen = list(loaders)
+        chosen = loaders
     elif runtime in loaders:
         chosen = [runtime]
     else:
-        raise InputError(f"runtime {runtime!r} does not load {suffix} files (use {', '.join(loaders)})",
+        raise InputError(f"runtime {runtime!r} does not load {model.suffix} files (use {', '.join(loaders)})",
                          field="--runtime")
-    for name in chosen:
-        registry.require("compress.runtimes", name, field="--runtime")
-    return fmt, chosen
+    for choice in chosen:
+        registry.require("compress.runtimes", choice, field="--runtime")
+    return name, chosen
 
 
 def bench(model: Path, *, runtime: str | None, threads: list[int], batch: int, warmup: int, min_runs: int,
           min_seconds: float, input_shapes: dict[str, list[int]], device: str = "cpu", trust: bool = False,
           target: str = "local", timeout_s: float = 600.0) -> list[BenchRow]:
-    from compress.targets import resolve
+    from compress.targets import prepare, resolve
 
     _, chosen = runtimes_for(model, runtime, trust)
     runner = resolve(target, field="--target")
-    runner.prepare()
+    prepare(runner, field="--target")
+    plan = latency_plan(warmup=warmup, min_runs=min_runs, min_seconds=min_seconds, batch_size=batch)
     rows = []
     for name in chosen:
         for count in threads:
-            request = {
-                "protocol": 1, "model": str(model.resolve()), "runtime": name, "device": device, "threads": count,
-                "random_inputs": {"shapes": input_shapes, "batch": batch, "seed": 0},
-                "latency": {"warmup": warmup, "min_runs": min_runs, "min_seconds": min_seconds,
-                            "batch_size": batch, "max_seconds": max(10 * min_seconds, 60.0)},
-            }
+            request = agent_request(model, name, threads=count, latency=plan, device=device,
+                                    random_inputs=RandomInputs(shapes=input_shapes, batch=batch, seed=0))
             response = runner.measure(request, timeout_s)
-            if response.get("status") == "bad_input":
-                raise InputError(response["error"], file=str(model))
+            if response.status == "bad_input":
+                raise InputError(response.error or "bad input", file=str(model))
             rows.append(BenchRow(name, count, response))
     return rows
 
@@ -113,14 +118,13 @@ def render(model: Path, rows: list[BenchRow]) -> str:
                    "status"):
         table.add_column(column, justify="left" if column in ("runtime", "status") else "right")
     for row in rows:
-        lat = row.response.get("latency")
+        lat = row.response.latency
         if lat:
-            table.add_row(row.runtime, str(row.threads), str(lat["batch_size"]), f"{lat['p50_ms']:.4f}",
-                          f"{lat['p90_ms']:.4f}", f"{lat['p99_ms']:.4f}", f"{lat['mean_ms']:.4f}",
-                          f"{lat['throughput_per_s']:.1f}", str(lat["runs"]), "ok")
+            table.add_row(row.runtime, str(row.threads), str(lat.batch_size), f"{lat.p50_ms:.4f}", f"{lat.p90_ms:.4f}",
+                          f"{lat.p99_ms:.4f}", f"{lat.mean_ms:.4f}", f"{lat.throughput_per_s:.1f}", str(lat.runs), "ok")
         else:
             table.add_row(row.runtime, str(row.threads), "-", "-", "-", "-", "-", "-", "-",
-                          f"{row.response.get('status', 'failed')}: {row.response.get('error')}")
+                          f"{row.response.status}: {row.response.error}")
     console = Console(record=True, width=160, file=io.StringIO())
     console.print(table)
     return console.export_text()

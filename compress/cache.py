@@ -1,19 +1,25 @@
 """Artifacts cached by id, written atomically: a folder is complete or it does not exist.
 
-A stage's output id hashes its parent's id, the stage and its config, so `--resume` skips a stage
-whose input and config are unchanged. A failing stage leaves nothing behind.
+An artifact's id is its step's key: a hash of its parent's id, the step, its config and the versions
+of the libraries the step uses, so `--resume` skips a step whose inputs are unchanged. A failing
+step leaves nothing behind, and a cached artifact whose files no longer match the sha256 recorded
+for them is not reused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from compress.artifact import ARTIFACT_META, Artifact
+from compress.artifact import ARTIFACT_META, Artifact, sha256_of
+
+log = logging.getLogger("compress.run")
 
 
 class ArtifactCache:
@@ -21,11 +27,21 @@ class ArtifactCache:
         self.root = root
 
     def lookup(self, artifact_id: str) -> Artifact | None:
+        """The cached artifact, if there is one whose files still hash to what was recorded."""
         folder = self.root / artifact_id
         meta = folder / ARTIFACT_META
         if not meta.is_file():
             return None
-        return Artifact.from_json(json.loads(meta.read_text()), folder)
+        try:
+            artifact = Artifact.from_json(json.loads(meta.read_text()), folder)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("cache entry %s is unreadable (%s): rebuilding it", artifact_id, exc)
+            return None
+        if not artifact.path.exists() or sha256_of(artifact.path) != artifact.sha256:
+            log.warning("cache entry %s (%s): its files no longer match the sha256 recorded for them: rebuilding it",
+                        artifact_id, artifact.name)
+            return None
+        return artifact
 
     def store(self, artifact_id: str, build: Callable[[Path], Artifact]) -> Artifact:
         """`build(folder)` writes the files into a private folder and returns the Artifact; the
@@ -34,12 +50,14 @@ class ArtifactCache:
         staging = Path(tempfile.mkdtemp(prefix=f".{artifact_id}.", dir=self.root))
         try:
             artifact = build(staging)
-            final = self.root / artifact_id
             (staging / ARTIFACT_META).write_text(json.dumps(artifact.to_json(), indent=1, default=str))
+            final = self.root / artifact_id
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.root.rmdir()  # a cache that holds nothing is no cache
             raise
         return Artifact.from_json(json.loads((final / ARTIFACT_META).read_text()), final)

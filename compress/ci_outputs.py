@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
 from compress.gates import Check, format_pair
+from compress.runtimes.files import write_atomic
 
 
 def _classname(check: Check) -> str:
@@ -32,25 +31,11 @@ def junit_tree(checks: Sequence[Check], suite_name: str) -> ET.ElementTree:
     return ET.ElementTree(root)
 
 
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write `data` to a temporary file in the same folder, then os.replace it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; this is a report, meant to be read
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_junit(checks: Sequence[Check], path: str | Path, suite_name: str) -> Path:
     """Write JUnit XML for `checks` atomically."""
     tree = junit_tree(checks, suite_name)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(path, ET.tostring(tree.getroot(), encoding="utf-8", xml_declaration=True) + b"\n")
 
 

@@ -8,15 +8,8 @@ from pathlib import Path
 
 import click
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INCOMPLETE = 0, 1, 2, 3
-
-
-def _fail(exc: Exception) -> None:
-    from compress.errors import CompressError
-
-    code = exc.exit_code if isinstance(exc, CompressError) else EXIT_FAILED
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(code)
+from compress.errors import ExitCode
+from compress.errors import exit_with as _fail
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,15 +39,15 @@ def run(recipe: Path, overrides: tuple[str, ...], resume: bool, out: Path) -> No
 
     console = Console(stderr=True)
     try:
-        loaded = load_recipe(recipe, list(overrides))
-        outcome = Pipeline(loaded, RunOptions(out=out, resume=resume), console).run()
+        plan = load_recipe(recipe, list(overrides))
+        outcome = Pipeline(plan, RunOptions(out=out, resume=resume), console).run()
     except CompressError as exc:
         _fail(exc)
     click.echo(outcome.table)
     click.echo(f"results: {outcome.folder / 'results.json'}")
     if outcome.results.status != "complete":
         click.echo("error: the run is incomplete: a measurement failed or timed out (see the table)", err=True)
-        sys.exit(EXIT_INCOMPLETE)
+        sys.exit(ExitCode.INCOMPLETE)
     failures = [f"parity failed: {f}" for f in outcome.results.summary.get("parity_failures", [])]
     gate_checks = outcome.results.summary.get("gates", [])
     failures += [f"gate failed: {c['message']}" for c in gate_checks if not c["passed"]]
@@ -63,7 +56,7 @@ def run(recipe: Path, overrides: tuple[str, ...], resume: bool, out: Path) -> No
     if failures:
         click.echo(f"error: {failures[0]}" + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""),
                    err=True)
-        sys.exit(EXIT_FAILED)
+        sys.exit(ExitCode.FAILED)
 
 
 @main.command()
@@ -75,11 +68,11 @@ def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
     from compress.recipe import load_recipe
 
     try:
-        loaded = load_recipe(recipe, list(overrides))
+        plan = load_recipe(recipe, list(overrides))
     except CompressError as exc:
         _fail(exc)
-    stages = ", ".join(s.name for s in loaded.stages) or "no stages"
-    click.echo(f"{recipe}: valid ({stages}; export {', '.join(e.name for e in loaded.exports)})")
+    stages = ", ".join(s.name for s in plan.stages) or "no stages"
+    click.echo(f"{recipe}: valid ({stages}; export {', '.join(f.name for f in plan.formats)})")
 
 
 @main.command()
@@ -99,7 +92,8 @@ def schema(which: str | None) -> None:
 
 @main.command(name="bench")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--runtime", default=None, help="onnxruntime / openvino / litert / torch, or 'all' that load the file.")
+@click.option("--runtime", default=None, help="A runtime that loads the file (onnxruntime, openvino, litert, torch, "
+              "a plugin's), or 'all' of them.")
 @click.option("--threads", default="1", show_default=True, help="Thread counts to measure, e.g. 1,2.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
@@ -117,7 +111,8 @@ def schema(which: str | None) -> None:
 def bench_command(model: Path, runtime: str | None, threads: str, batch: int, warmup: int, min_runs: int,
                   min_seconds: float, input_shapes: tuple[str, ...], device: str, trust: bool, target: str,
                   timeout_s: float, as_json: bool) -> None:
-    """Benchmark MODEL (.onnx, .xml, .tflite, .pt2) on this machine or a target, without a recipe."""
+    """Benchmark MODEL (.onnx, .xml, .tflite, .pt2, or a plugin format's file) on this machine or a target,
+    without a recipe."""
     from compress.bench import bench, parse_input_shapes, parse_threads, render
     from compress.errors import CompressError
 
@@ -128,15 +123,14 @@ def bench_command(model: Path, runtime: str | None, threads: str, batch: int, wa
     except CompressError as exc:
         _fail(exc)
     if as_json:
-        click.echo(json.dumps([{"model": str(model), "runtime": r.runtime, "threads": r.threads, **r.response}
-                               for r in rows], indent=1))
+        click.echo(json.dumps([{"model": str(model), "runtime": r.runtime, "threads": r.threads,
+                                **r.response.to_json()} for r in rows], indent=1))
     else:
         click.echo(render(model, rows))
-    failed = [r for r in rows if not r.response.get("ok")]
+    failed = [r for r in rows if not r.response.ok]
     if failed:
-        click.echo(f"error: {failed[0].runtime} ({failed[0].threads} threads): {failed[0].response.get('error')}",
-                   err=True)
-        sys.exit(EXIT_INCOMPLETE)
+        click.echo(f"error: {failed[0].runtime} ({failed[0].threads} threads): {failed[0].response.error}", err=True)
+        sys.exit(ExitCode.INCOMPLETE)
 
 
 @main.command()

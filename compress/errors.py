@@ -1,14 +1,26 @@
-"""Errors a user sees as one line: where (file, line, field) and what is wrong."""
+"""Errors a user sees as one line: where (file, line, field) and what is wrong; and the exit codes."""
 
 from __future__ import annotations
 
+import re
+from enum import IntEnum
 from pathlib import Path
+from typing import NoReturn
+
+
+class ExitCode(IntEnum):
+    """What every command exits with (README, `compress --help`)."""
+
+    OK = 0
+    FAILED = 1  # a stage failed, an artifact failed its parity check, a gate failed
+    BAD_INPUT = 2  # recipe, model, data, device or usage
+    INCOMPLETE = 3  # a measurement crashed or timed out: never a pass
 
 
 class CompressError(Exception):
     """A failure the user can act on. Printed as one line, never as a traceback."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
     def __init__(self, message: str, *, file: str | Path | None = None, line: int | None = None,
                  field: str | None = None) -> None:
@@ -35,8 +47,56 @@ class CompressError(Exception):
 class InputError(CompressError):
     """Bad input: recipe, model, data, device or command-line usage (exit code 2)."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class StageError(CompressError):
     """A stage ran and failed (exit code 1)."""
+
+
+class ExportRefused(StageError):
+    """A format cannot hold this model: recorded in results; the run goes on with other formats."""
+
+    def __init__(self, message: str, *, field: str, fmt: str, op: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.format = fmt
+        self.op = op
+
+    def within(self, prefix: str) -> ExportRefused:
+        return self
+
+
+_OP = re.compile(r"\b(aten\.[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)")
+_CONVERTER_OP = re.compile(r"'((?:tfl|tosa|stablehlo|mhlo)\.[A-Za-z0-9_]+)' op")  # MLIR: "'tfl.one_hot' op ..."
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def unsupported_op(text: str) -> str | None:
+    """The first operator a converter's error names: a torch one (e.g. 'aten.cummax.default'), or
+    else the converter's own (e.g. 'tfl.one_hot'), if any."""
+    clean = _ANSI.sub("", text)
+    match = _OP.search(clean) or _CONVERTER_OP.search(clean)
+    return match.group(1) if match else None
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    text = _ANSI.sub("", str(exc)).strip()
+    return text.splitlines()[0][:limit] if text else ""
+
+
+def refused(fmt: str, exc: BaseException, what: str, stage: str = "export") -> ExportRefused:
+    """A converter's failure as a one-line refusal that names the operator when the error does."""
+    op = unsupported_op(str(exc))
+    message = f"{what} failed" + (f" on operator {op}" if op else "") + f": {type(exc).__name__}: {first_line(exc)}"
+    return ExportRefused(message, field=f"{stage}.{fmt}", fmt=fmt, op=op)
+
+
+def exit_with(exc: Exception) -> NoReturn:
+    """End a command on an error: one line on stderr, the error's exit code (1 for anything else)."""
+    import sys
+
+    import click
+
+    code = exc.exit_code if isinstance(exc, CompressError) else ExitCode.FAILED
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(int(code))

@@ -13,21 +13,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from compress.errors import ExitCode
+from compress.errors import exit_with as _fail
+
 if TYPE_CHECKING:
     from compress.gates import Baseline, Check, GatesConfig
     from compress.results import Results
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INCOMPLETE = 0, 1, 2, 3
 # Kept equal to compress.gates.Tolerances' defaults (a test checks), so --help needs no pydantic.
 DEFAULT_TOLERANCES = {"metric": 0.005, "size": 0.02, "latency_ratio": 0.15}
 
 
-def _fail(exc: Exception) -> NoReturn:
-    from compress.errors import CompressError
 
-    code = exc.exit_code if isinstance(exc, CompressError) else EXIT_FAILED
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(code)
 
 
 # --- input -------------------------------------------------------------------------------------
@@ -188,7 +185,7 @@ def gate_command(results_path: Path, baseline_file: Path | None, gates_file: Pat
         _fail(exc)
     code = exit_code(checks)
     failed = [c for c in checks if not c.passed]
-    if code == EXIT_INCOMPLETE:
+    if code == ExitCode.INCOMPLETE:
         click.echo("error: the run is incomplete (a measurement failed or timed out): never a pass", err=True)
     elif failed:
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
@@ -211,9 +208,9 @@ def baseline_command(results_path: Path, out: Path | None) -> None:
       2  bad input (missing or invalid results file)
       3  the run is incomplete (a measurement crashed or timed out): no baseline is written
     """
-    from compress.ci_outputs import write_atomic
     from compress.errors import CompressError, InputError
     from compress.gates import IMPROVED_HINT, compare, completeness, make_baseline
+    from compress.runtimes.files import write_atomic
 
     try:
         results = load_results(results_path)
@@ -222,7 +219,7 @@ def baseline_command(results_path: Path, out: Path | None) -> None:
     broken = [c for c in completeness(results) if not c.passed]
     if broken:
         click.echo(f"error: no baseline from an incomplete run: {broken[0].message}", err=True)
-        sys.exit(EXIT_INCOMPLETE)
+        sys.exit(ExitCode.INCOMPLETE)
     path = out if out is not None else Path("baselines") / f"{results.recipe_name}.json"
     document = make_baseline(results)
     previous = None
@@ -232,7 +229,8 @@ def baseline_command(results_path: Path, out: Path | None) -> None:
         except CompressError:
             click.echo(f"warning: {path}: the previous baseline is not valid; replacing it", err=True)
     try:
-        write_atomic(path, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(document, indent=2) + "\n")
     except OSError as exc:
         _fail(InputError(f"cannot write: {exc.strerror or exc}", file=path))
     if previous is not None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as _dt
 import fnmatch
 import math
-import re
 import statistics
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -23,15 +22,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from compress.metrics import drop as metric_drop
+from compress.budget import AccuracyDrop, Budget, at_least, at_most
+from compress.budget import drop as metric_drop
+from compress.errors import ExitCode
 from compress.results import ArtifactRecord, LatencyStats, Measurement, Results
 
 BASELINE_SCHEMA_VERSION = 1
-EXIT_OK, EXIT_FAILED, EXIT_INCOMPLETE = 0, 1, 3
 COMPLETE = "complete"
 RUN = "run"  # the artifact name of run-level checks
 IMPROVED_HINT = "improved beyond tolerance: update the baseline on purpose with `compress baseline`"
-_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
 
 class _Strict(BaseModel):
@@ -41,7 +40,7 @@ class _Strict(BaseModel):
 class GatesConfig(_Strict):
     """Budgets every matching artifact must meet. Unset budgets are not checked."""
 
-    max_accuracy_drop: float | str | None = Field(
+    max_accuracy_drop: AccuracyDrop | None = Field(
         None, description="drop of the task metric against the original model: absolute (0.01 = one point "
                           "of top-1) or relative to the original's score ('1%')")
     max_size_mb: float | None = Field(None, gt=0, allow_inf_nan=False, description="artifact file size, 1e6 bytes")
@@ -51,22 +50,6 @@ class GatesConfig(_Strict):
         description="int8 p50 against its fp32 parent on the same runtime, target and threads, in the same run")
     artifacts: list[str] = Field(default_factory=lambda: ["*"], min_length=1,
                                  description="fnmatch globs of the artifact names the gates apply to")
-
-    @field_validator("max_accuracy_drop", mode="before")
-    @classmethod
-    def _drop(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if math.isnan(value) or math.isinf(value) or value < 0:
-                raise ValueError(f"must be a number >= 0 (got {value!r})")
-            return float(value)
-        if isinstance(value, str):
-            match = _PERCENT.match(value)
-            if match and float(match.group(1)) <= 100:
-                return value.strip().replace(" ", "")
-        raise ValueError("must be an absolute drop (0.01 = one point of the metric) or a percentage of the "
-                         f"original's score like '1%' (got {value!r})")
 
     @field_validator("artifacts")
     @classmethod
@@ -82,10 +65,9 @@ class GatesConfig(_Strict):
 
     def allowed_drop(self, original: float) -> float:
         """The accuracy budget in metric units, given the original model's score."""
-        budget = self.max_accuracy_drop
-        if isinstance(budget, str):
-            return float(budget.rstrip("%")) / 100.0 * abs(original)
-        return float("nan") if budget is None else budget
+        if self.max_accuracy_drop is None:
+            return float("nan")
+        return Budget.parse(self.max_accuracy_drop).allowed_drop(original)
 
 
 @dataclass(frozen=True)
@@ -106,30 +88,20 @@ class Check:
         return asdict(self)
 
 
-def exit_code(checks: Iterable[Check]) -> int:
+def exit_code(checks: Iterable[Check]) -> ExitCode:
     """3 when the run is incomplete (whatever else passed), 1 when a gate failed, else 0."""
     checks = list(checks)
     if any(c.gate == COMPLETE and not c.passed for c in checks):
-        return EXIT_INCOMPLETE
-    return EXIT_FAILED if any(not c.passed for c in checks) else EXIT_OK
+        return ExitCode.INCOMPLETE
+    return ExitCode.FAILED if any(not c.passed for c in checks) else ExitCode.OK
+
+
+def lower_is_better(results: Results) -> bool:
+    """Which way the run's metric runs, as the run recorded it."""
+    return bool(results.task.get("lower_is_better", False))
 
 
 # --- numbers -----------------------------------------------------------------------------------
-
-def same_float(value: float, limit: float) -> bool:
-    """Equal up to float rounding only (0.90 - 0.89 is 0.010000000000000009, and is 0.01)."""
-    return math.isclose(value, limit, rel_tol=1e-13, abs_tol=1e-15)
-
-
-def at_most(value: float, limit: float) -> bool:
-    """value <= limit, a value at the limit passing; NaN on either side fails."""
-    return not (math.isnan(value) or math.isnan(limit)) and (value <= limit or same_float(value, limit))
-
-
-def at_least(value: float, limit: float) -> bool:
-    """value >= limit, a value at the limit passing; NaN on either side fails."""
-    return not (math.isnan(value) or math.isnan(limit)) and (value >= limit or same_float(value, limit))
-
 
 def format_pair(value: float, limit: float, digits: int = 4) -> tuple[str, str]:
     """Both numbers with `digits` decimals, or more where that would print two different values alike."""
@@ -169,7 +141,7 @@ def completeness(results: Results) -> list[Check]:
     says incomplete without one), else a single passing check."""
     checks = [Check(COMPLETE, m.artifact, m.runtime, m.target, m.threads, 0.0, 0.0, False,
                     f"{_where(m)}: measurement {m.status}: {m.error or 'no error recorded'}")
-              for m in results.measurements if m.status in ("failed", "timeout", "incomplete")]
+              for m in results.measurements if m.status not in ("ok", "skipped")]
     if not checks and results.status != "complete":
         checks.append(Check(COMPLETE, RUN, None, None, None, 0.0, 0.0, False,
                             f"run {results.run_id} is {results.status}: never a pass"))
@@ -221,7 +193,7 @@ def _accuracy_checks(results: Results, gates: GatesConfig, artifacts: list[Artif
             continue
         for m in _ok_measurements(results, artifact.name):
             now = _metric(m, metric)
-            drop = metric_drop(metric, original, now)
+            drop = metric_drop(original, now, lower_is_better(results))
             passed = at_most(drop, limit)
             shown_drop, shown_limit = format_pair(drop, limit)
             if reference is None:
@@ -366,7 +338,7 @@ def make_baseline(results: Results) -> dict[str, Any]:
             reference=reference.artifact if reference else None,
             latency_ratio=None if math.isnan(ratio) else ratio,
             p50_ms=None if m.latency is None else robust_p50(m.latency)))
-    baseline = Baseline(created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    baseline = Baseline(created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                         recipe_name=results.recipe_name, compress_version=results.compress_version,
                         run_id=results.run_id, metric=str(results.task.get("metric", "metric")), entries=entries)
     return baseline.model_dump()  # plain JSON types; a NaN metric stays NaN (json.dumps writes it)
@@ -404,7 +376,7 @@ def _entry_checks(results: Results, entry: BaselineEntry, found: Measurement, to
     for name, old in entry.metric.items():
         new = found.metric.get(name, float("nan"))
         checks.append(_drift("baseline.metric", loc, name, new, old, new - old, tolerances.metric,
-                             higher_is_better=True))
+                             higher_is_better=not lower_is_better(results)))
     if entry.latency_ratio is not None:
         reference = next((p for p in results.measurements if p.artifact == entry.reference and p.status == "ok"
                           and _same_place(p, found)), None)

@@ -1,25 +1,37 @@
 """Task metrics, computed from the outputs the device agent kept during the timed runs.
 
-A metric is `f(outputs, labels, reference=None) -> float`; `reference` is the original model's
-outputs on the same samples, for metrics that compare against it (embedding cosine). Metrics where
-lower is better are listed in LOWER_IS_BETTER, so budgets and gates measure a drop the right way.
+A metric is a `compress.metrics` plugin meeting compress.contracts.Metric: it is called as
+`metric(outputs, labels, reference)` and says whether lower is better, whether it needs labels and
+its range. `reference` is the original model's outputs on the same samples.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from compress.tasks import mean_cosine
 
-LOWER_IS_BETTER = frozenset({"perplexity"})
+
+@dataclass(frozen=True)
+class Metric:
+    function: Callable[..., float]
+    lower_is_better: bool = False
+    needs_labels: bool = True
+    bounds: tuple[float | None, float | None] = (None, None)
+
+    def __call__(self, outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None = None) -> float:
+        return self.function(outputs, labels, reference)
 
 
-def top1(outputs: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None) -> float:
+def _top1(outputs: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None) -> float:
     """Share of correct top-1 predictions (per token for a language model)."""
     return float((outputs.argmax(axis=-1) == labels).mean())
 
 
-def perplexity(outputs: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None) -> float:
+def _perplexity(outputs: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None) -> float:
     """exp(mean next-token cross-entropy) from logits (..., vocab) and labels (...)."""
     logits = outputs.reshape(-1, outputs.shape[-1]).astype(np.float64)
     targets = labels.reshape(-1)
@@ -29,18 +41,13 @@ def perplexity(outputs: np.ndarray, labels: np.ndarray, reference: np.ndarray | 
     return float(np.exp(nll.mean()))
 
 
-def cosine(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None = None) -> float:
+def _cosine(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None = None) -> float:
     """Mean cosine similarity of each output vector to the original model's (embedding models)."""
     if reference is None:
         raise ValueError("the cosine metric needs the original model's outputs")
     return mean_cosine(outputs, reference)
 
 
-def needs_labels(metric_name: str) -> bool:
-    return metric_name != "cosine"
-
-
-def drop(metric_name: str, reference: float, value: float) -> float:
-    """How much worse `value` is than `reference` (positive = worse), whichever way the metric runs."""
-    return value - reference if metric_name in LOWER_IS_BETTER else reference - value
-
+top1 = Metric(_top1, bounds=(0.0, 1.0))
+perplexity = Metric(_perplexity, lower_is_better=True, bounds=(1.0, None))
+cosine = Metric(_cosine, needs_labels=False, bounds=(-1.0, 1.0))

@@ -8,14 +8,18 @@ typo never cascades into a page of errors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from compress.budget import AccuracyDrop, Budget
 from compress.errors import InputError
 from compress.gates import GatesConfig
 from compress.recipe_yaml import LocatedYaml, apply_overrides, format_path, load_located_yaml
 from compress.validation import first_error_message
+
+if TYPE_CHECKING:
+    from compress.plan import Plan
 
 SCHEMA_VERSION = 1
 FACTORY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
@@ -112,9 +116,6 @@ class CalibrationConfig(Strict):
     percentile: float = Field(99.999, gt=0, le=100)
 
 
-_PERCENT = r"^\s*\d+(\.\d+)?\s*%\s*$"
-
-
 class QuantizeConfig(Strict):
     """The one int8 intent; each format realizes it with its own quantizer."""
 
@@ -134,7 +135,7 @@ class QuantizeConfig(Strict):
     model_type: Literal["default", "transformer"] = "default"
     # Accuracy-aware int8: at most this drop against the fp32 parent on the validation data,
     # absolute (0.01 = one point of top-1) or relative ("1%"). Layers stay in float until it holds.
-    max_accuracy_drop: Annotated[float, Field(ge=0)] | Annotated[str, Field(pattern=_PERCENT)] | None = None
+    max_accuracy_drop: AccuracyDrop | None = None
 
 
 class LatencyConfig(Strict):
@@ -216,45 +217,6 @@ class Recipe(Strict):
         return self
 
 
-class StageSpec(BaseModel):
-    """A stage after phase two: its plugin name and its validated config."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    name: str
-    config: BaseModel
-
-
-class ExportSpec(BaseModel):
-    """An export after phase two: the format's exporter name and its validated options."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    name: str
-    config: BaseModel | None
-
-
-class LoadedRecipe(BaseModel):
-    """A recipe validated in both phases, with where it came from."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    path: Path
-    recipe: Recipe
-    stages: list[StageSpec]
-    exports: list[ExportSpec]
-    raw: dict[str, Any]
-
-    @property
-    def folder(self) -> Path:
-        return self.path.parent
-
-    def resolve_path(self, value: str) -> Path:
-        """Paths in a recipe are relative to the recipe's own folder."""
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else (self.folder / path)
-
-
 def _raise_validation(exc: ValidationError, located: LocatedYaml, model: type[BaseModel],
                       prefix: tuple[str | int, ...] = ()) -> None:
     loc, message = first_error_message(exc, model)
@@ -266,8 +228,9 @@ def _raise_validation(exc: ValidationError, located: LocatedYaml, model: type[Ba
     raise InputError(message + suffix, file=origin.file, line=origin.line, field=field or None) from None
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedRecipe:
-    """Read, override, and validate a recipe in two phases. Raises InputError on the first fault."""
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
+    """Read, override and validate a recipe in two phases, and resolve every plugin and target it
+    names into a Plan. Raises InputError on the first fault."""
     path = Path(path)
     located = load_located_yaml(path)
     if overrides:
@@ -284,48 +247,74 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         _raise_validation(exc, located, Recipe)
+    return _plan(path, recipe, data, located)
 
-    from compress import registry  # phase two needs the plugins, so it is imported late
 
-    stages: list[StageSpec] = []
+def _plan(path: Path, recipe: Recipe, data: dict[str, Any], located: LocatedYaml) -> Plan:
+    """Phase two: each plugin's own config, and every plugin and target resolved once."""
+    from compress import registry
+    from compress.contracts import SOURCE_FORMAT
+    from compress.plan import Plan, PlannedFormat, PlannedStage, loaders_of
+    from compress.targets import resolve_all  # parses each spec; nothing connects yet
+
+    def where(*key: str | int) -> dict[str, Any]:
+        origin = located.origin(key)
+        return {"file": origin.file, "line": origin.line}
+
+    stages: list[PlannedStage] = []
     for index, item in enumerate(recipe.stages):
         ((name, config),) = item.items()
-        origin = located.origin(("stages", index, name))
-        stage_cls = registry.load("compress.stages", name, file=origin.file, line=origin.line,
-                                  field=f"stages[{index}]")
+        stage_cls = registry.require("compress.stages", name, **where("stages", index, name), field=f"stages[{index}]")
         try:
             stage_config = stage_cls.Config.model_validate(config or {})
         except ValidationError as exc:
             _raise_validation(exc, located, stage_cls.Config, ("stages", index, name))
-        stages.append(StageSpec(name=name, config=stage_config))
+        stages.append(PlannedStage(index=index, name=name, plugin=stage_cls, config=stage_config))
 
-    exports: list[ExportSpec] = []
+    formats: list[PlannedFormat] = []
     for index, item in enumerate(recipe.export):
-        fmt, options = (item, {}) if isinstance(item, str) else next(iter(item.items()))
-        origin = located.origin(("export", index))
-        exporter = registry.require("compress.exporters", fmt, file=origin.file, line=origin.line,
-                                    field=f"export[{index}]")
-        config_cls = getattr(exporter, "Config", None)
+        name, options = (item, {}) if isinstance(item, str) else next(iter(item.items()))
+        at = where("export", index)
+        plugin = registry.require("compress.formats", name, **at, field=f"export[{index}]")()
+        config_cls = plugin.Config
         if config_cls is None and options:
-            raise InputError(f"exporter {fmt!r} takes no options", file=origin.file, line=origin.line,
-                             field=f"export[{index}].{fmt}")
+            raise InputError(f"format {name!r} takes no options", **at, field=f"export[{index}].{name}")
         try:
             export_config = config_cls.model_validate(options or {}) if config_cls else None
         except ValidationError as exc:
-            _raise_validation(exc, located, config_cls, ("export", index, fmt))
-        if any(e.name == fmt for e in exports):
-            raise InputError(f"{fmt!r} is exported twice", file=origin.file, line=origin.line,
-                             field=f"export[{index}]")
-        exports.append(ExportSpec(name=fmt, config=export_config))
-    for index, runtime in enumerate(recipe.verify.runtimes):
-        origin = located.origin(("verify", "runtimes", index))
-        registry.require("compress.runtimes", runtime, file=origin.file, line=origin.line,
-                         field=f"verify.runtimes[{index}]")
-    from compress.targets import resolve_all  # parses each spec; nothing connects yet
+            _raise_validation(exc, located, config_cls, ("export", index, name))
+        if any(f.name == name for f in formats):
+            raise InputError(f"{name!r} is exported twice", **at, field=f"export[{index}]")
+        if recipe.quantize is not None:
+            modes = plugin.quantize_modes.get(recipe.quantize.precision, ())
+            if recipe.quantize.mode not in modes:
+                can = ", ".join(f"{p} {m}" for p, ms in plugin.quantize_modes.items() for m in ms) or "nothing"
+                raise InputError(f"format {name!r} cannot make {recipe.quantize.precision} {recipe.quantize.mode} "
+                                 f"(its quantizer makes: {can}); drop it from export or change quantize",
+                                 **where("quantize"), field="quantize")
+        formats.append(PlannedFormat(index=index, name=name, plugin=plugin, options=export_config))
+    source = registry.require("compress.formats", SOURCE_FORMAT, file=str(path), field="model")()
 
-    resolve_all(recipe.verify.targets, origins=[located.origin(("verify", "targets", index))
-                                                for index in range(len(recipe.verify.targets))])
-    return LoadedRecipe(path=path, recipe=recipe, stages=stages, exports=exports, raw=data)
+    runtimes: dict[str, type] = {}
+    for index, name in enumerate(recipe.verify.runtimes):
+        runtimes[name] = registry.require("compress.runtimes", name, **where("verify", "runtimes", index),
+                                          field=f"verify.runtimes[{index}]")
+    targets = resolve_all(recipe.verify.targets, origins=[located.origin(("verify", "targets", index))
+                                                          for index in range(len(recipe.verify.targets))])
+    dataset = registry.load("compress.datasets", recipe.data.source, **where("data", "source"), field="data.source")
+    metric = registry.load("compress.metrics", recipe.task.metric, **where("task", "metric"), field="task.metric")
+    for key, raw in (("quantize", recipe.quantize.max_accuracy_drop if recipe.quantize else None),
+                     ("gates", recipe.gates.max_accuracy_drop if recipe.gates else None)):
+        if raw is None:
+            continue
+        problem = Budget.parse(raw, metric.lower_is_better).out_of_range(recipe.task.metric,
+                                                                         getattr(metric, "bounds", (None, None)))
+        if problem:
+            raise InputError(problem, **where(key, "max_accuracy_drop"), field=f"{key}.max_accuracy_drop")
+    loaders = {f.name: loaders_of(f.name, f.plugin, runtimes) for f in [*formats]}
+    loaders[SOURCE_FORMAT] = loaders_of(SOURCE_FORMAT, source, runtimes)
+    return Plan(path=path, recipe=recipe, raw=data, stages=stages, formats=formats, runtimes=runtimes,
+                targets=targets, dataset=dataset, metric=metric, source=source, loaders=loaders)
 
 
 def recipe_json_schema() -> dict[str, Any]:

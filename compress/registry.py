@@ -1,8 +1,10 @@
 """Plugins found through entry points and imported only when a recipe names them.
 
 Built-ins register through the same groups a third party uses (see pyproject.toml), so the plugin
-path is exercised by every run. A plugin class may declare `requires` (import names of the optional
-libraries it needs) and `install_hint` (the pip command that brings them).
+path is exercised by every run. Each plugin is checked against its contract (compress.contracts)
+when it is loaded. A plugin may declare `requires` (import names of the optional libraries it
+needs), `requires_any` (alternatives, one of which must be there) and `install_hint` (the pip
+command that brings them).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from compress.contracts import missing_members
 from compress.errors import InputError
 
 GROUPS = {
     "compress.stages": "stage",
-    "compress.exporters": "exporter",
-    "compress.quantizers": "quantizer",
+    "compress.formats": "format",
     "compress.runtimes": "runtime",
     "compress.targets": "target",
     "compress.datasets": "dataset",
@@ -39,12 +41,20 @@ def names(group: str) -> list[str]:
     return sorted(_entry_points(group))
 
 
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def missing_requirements(plugin: Any) -> list[str]:
-    """Import names the plugin declares and this environment lacks (checked without importing).
-    A plugin with alternatives (LiteRT or tflite_runtime) answers through its own `missing()`."""
-    if callable(getattr(plugin, "missing", None)):
-        return list(plugin.missing())
-    return [name for name in getattr(plugin, "requires", ()) if importlib.util.find_spec(name) is None]
+    """Import names the plugin declares and this environment lacks (checked without importing)."""
+    lacking = [name for name in getattr(plugin, "requires", ()) if not _importable(name)]
+    alternatives = getattr(plugin, "requires_any", ())
+    if alternatives and not any(_importable(name) for name in alternatives):
+        lacking.append(alternatives[0])
+    return lacking
 
 
 def load(group: str, name: str, *, file: str | None = None, line: int | None = None,
@@ -59,12 +69,17 @@ def load(group: str, name: str, *, file: str | None = None, line: int | None = N
         installed = ", ".join(sorted(available)) or "none"
         raise InputError(f"no {kind} plugin named {name!r} is installed{hint}; installed: {installed}",
                          file=file, line=line, field=field)
+    dist = f" from {ep.dist.name}" if ep.dist else ""
     try:
-        return ep.load()
+        plugin = ep.load()
     except Exception as exc:  # a third-party plugin can fail in any way; report it, don't crash
-        dist = f" from {ep.dist.name}" if ep.dist else ""
         raise InputError(f"{kind} plugin {name!r}{dist} failed to import: {type(exc).__name__}: {exc}",
                          file=file, line=line, field=field) from None
+    lacking = missing_members(kind, plugin)
+    if lacking:
+        raise InputError(f"{kind} plugin {name!r}{dist} ({ep.value}) does not meet the {kind} contract: it has no "
+                         f"{', '.join(lacking)} (see compress.contracts)", file=file, line=line, field=field)
+    return plugin
 
 
 def require(group: str, name: str, *, file: str | None = None, line: int | None = None,
@@ -100,6 +115,10 @@ def inventory() -> list[PluginInfo]:
                 plugin = ep.load()
             except Exception as exc:
                 rows.append(PluginInfo(group, name, ep.value, dist, f"broken: {type(exc).__name__}: {exc}", ""))
+                continue
+            lacking = missing_members(GROUPS[group], plugin)
+            if lacking:
+                rows.append(PluginInfo(group, name, ep.value, dist, f"broken: no {', '.join(lacking)}", ""))
                 continue
             missing = missing_requirements(plugin)
             status = "ok" if not missing else "missing: " + ", ".join(missing)

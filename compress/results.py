@@ -50,6 +50,8 @@ class ArtifactRecord(_Record):
     lineage: list[str]
     parent: str | None = None
     info: dict[str, Any] = Field(default_factory=dict)
+    attributes: dict[str, Any] = Field(default_factory=dict, description="what it carries from the model it was "
+                                       "made from (e.g. input_transpose for a channels-last model)")
 
 
 class Parity(_Record):
@@ -72,7 +74,7 @@ class Measurement(_Record):
     runtime: str
     target: str
     threads: int
-    status: Literal["ok", "failed", "timeout", "incomplete", "skipped"] = Field(
+    status: Literal["ok", "failed", "timeout", "bad_input", "incomplete", "skipped"] = Field(
         description="incomplete: the connection to a remote device dropped (never a pass)")
     error: str | None = None
     metric: dict[str, float] = Field(default_factory=dict, description="task metric(s) on the test split")

@@ -73,3 +73,13 @@ def display(spec: str) -> str:
 def slug(name: str) -> str:
     """A target name made safe for a file name (ssh://pi@board:22 -> ssh-pi-board-22)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "target"
+
+
+def prepare(target: Any, *, file: str | None = None, field: str | None = None) -> None:
+    """Connect to a target once and check it; its one-line reason becomes an InputError."""
+    from compress.runtimes.targets import TargetError
+
+    try:
+        target.prepare()
+    except TargetError as exc:
+        raise InputError(str(exc), file=file, field=field) from None

@@ -73,3 +73,52 @@ def cli() -> Callable[..., Result]:
         return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+# --- formats and runtimes, as the pipeline calls them ------------------------------------------------
+
+def export_with(format_name: str, model: Any, example: Any, folder: Path, input_name: str = "input",
+                options: Any = None) -> Any:
+    """Export a torch model with a format plugin, as the pipeline does; returns its Exported."""
+    from compress import formats
+
+    return formats.export(format_name, model, example, folder, input_names=[input_name], options=options)
+
+
+def quantize_with(format_name: str, source: Path, torch_model: Any, folder: Path, config: Any, calibration: Any,
+                  input_name: str = "input", attributes: dict[str, Any] | None = None, validation: Any = None) -> Any:
+    """Quantize an fp32 file of a format with its plugin, as the pipeline does; returns its Exported."""
+    from compress import formats
+
+    return formats.quantize(format_name, source, torch_model, folder, config, calibration, input_names=[input_name],
+                            attributes=attributes, validation=validation)
+
+
+def load_backend(runtime: str, path: Path | str, threads: int = 1) -> Any:
+    """A runtime's backend in this process (the device agent's own)."""
+    from compress.runtimes.agent import load_backend as load
+
+    return load(runtime, str(path), threads)
+
+
+def digits_onnx(path: Path) -> Path:
+    """A small digits CNN (seeded) exported to ONNX at `path`."""
+    import shutil
+    import tempfile
+
+    import torch
+
+    from compress.zoo.digits import DigitsCNN
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as scratch:
+        exported = export_with("onnx", DigitsCNN(width=8).eval(), torch.rand(2, 1, 8, 8), Path(scratch))
+        shutil.copy(exported.path, path)
+    return path
+
+
+def measure(target: Any, request: dict[str, Any], timeout_s: float = 60) -> dict[str, Any]:
+    """One measurement on a target from a protocol-1 request as JSON; the response as JSON."""
+    from compress.runtimes.protocol import Request
+
+    return target.measure(Request.from_json({"protocol": 1, **request}), timeout_s).to_json()

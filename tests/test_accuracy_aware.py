@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from compress.quantize.accuracy import Budget, Validation, greedy_keep_in_float
+from compress.accuracy import Validation, greedy_keep_in_float
+from compress.budget import Budget
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,10 +32,11 @@ class ScriptedValidation(Validation):
     """Scores a 'model' file by the layers it left in float, as listed inside it."""
 
     def __init__(self, budget: Budget, costs: dict[str, float], reference: float) -> None:
-        super().__init__(x=None, y=None, metric=None, budget=budget, input_name="x", runtime="none")  # type: ignore[arg-type]
+        super().__init__(x=None, y=None, metric=None, budget=budget, input_name="x", runtime="none",  # type: ignore[arg-type]
+                         run=None)  # type: ignore[arg-type]
         self.costs, self.reference = costs, reference
 
-    def score(self, path: Path, batch_size: int = 64) -> float:
+    def score(self, path: Path) -> float:
         kept = set(path.read_text().split(",")) - {""}
         return self.reference - sum(cost for layer, cost in self.costs.items() if layer not in kept)
 
@@ -125,7 +127,7 @@ def test_outlier_model_is_fixed_on_onnxruntime_and_tflite(cli, tmp_path):
 
 def test_an_unmet_budget_fails_the_stage_and_keeps_the_best_artifact(cli, tmp_path, monkeypatch):
     # Every int8 candidate scores 0.5 against 0.9 in fp32, whatever stays in float: unreachable.
-    def scripted(self, path, batch_size=64):
+    def scripted(self, path):
         return 0.5 if "compress-aa-" in str(path) else 0.9
 
     monkeypatch.setattr(Validation, "score", scripted)

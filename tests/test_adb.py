@@ -4,6 +4,7 @@ session, as adbd does). What this cannot show without a phone is said in docs/ta
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,10 +13,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from compress.runtimes.targets import TargetError
+from compress.runtimes.targets.adb import parse_benchmark, parse_devices
 
 from compress.errors import InputError
 from compress.targets import resolve
-from runtimes.adb import parse_benchmark, parse_devices
+from tests.conftest import measure
 
 FAKE_ADB = f"""#!{sys.executable}
 import json, os, shutil, subprocess, sys
@@ -95,11 +98,11 @@ def test_devices_output_is_parsed():
 
 
 def test_benchmark_model_summary_becomes_a_latency_record():
-    stats = parse_benchmark(BENCH_OUTPUT, threads=2, warmup=3)
+    stats = dataclasses.asdict(parse_benchmark(BENCH_OUTPUT, threads=2, warmup=3))
     assert stats["runs"] == 7000 and stats["p50_ms"] == pytest.approx(0.140) and stats["mean_ms"] == 0.1425
     assert stats["min_ms"] == 0.118 and stats["max_ms"] == 0.420 and stats["p99_ms"] == pytest.approx(0.160)
     old = BENCH_OUTPUT.replace(" p5=125 median=140 p95=160", "")  # older builds: no percentiles printed
-    assert parse_benchmark(old, 1, 1)["p50_ms"] == pytest.approx(0.1425)
+    assert parse_benchmark(old, 1, 1).p50_ms == pytest.approx(0.1425)
     with pytest.raises(ValueError, match="Inference timings"):
         parse_benchmark("ERROR: Failed to load model", 1, 1)
 
@@ -114,7 +117,7 @@ def test_benchmark_model_summary_becomes_a_latency_record():
 ])
 def test_a_device_that_is_not_ready_is_a_clear_error(fake, monkeypatch, spec, devices, message):
     monkeypatch.setenv("FAKE_ADB_DEVICES", devices)
-    with pytest.raises(InputError) as error:
+    with pytest.raises(TargetError) as error:
         resolve(f"{spec}?benchmark_model=/data/local/tmp/benchmark_model").prepare()
     assert message in str(error.value) and "\n" not in str(error.value)
     assert fake.calls() == [["devices", "-l"]]  # nothing else was run
@@ -122,7 +125,7 @@ def test_a_device_that_is_not_ready_is_a_clear_error(fake, monkeypatch, spec, de
 
 def test_adb_missing_is_a_clear_error(fake, monkeypatch):
     monkeypatch.setenv("PATH", str(fake.tmp / "empty"))
-    with pytest.raises(InputError, match="adb is not installed here"):
+    with pytest.raises(TargetError, match="adb is not installed here"):
         resolve("adb://emulator-5554?benchmark_model=/data/local/tmp/benchmark_model").prepare()
 
 
@@ -133,7 +136,7 @@ def test_benchmark_model_on_the_device_with_every_word_quoted(fake, tflite_model
                              f"{BENCH_OUTPUT}EOF")
     target = resolve(f"adb://emulator-5554?benchmark_model={program}&tmpdir={fake.device}")
     target.prepare()
-    response = target.measure(_request(tflite_model), 30)
+    response = measure(target, _request(tflite_model), 30)
     assert response["ok"], response
     assert response["latency"]["p50_ms"] == pytest.approx(0.140) and response["latency"]["threads"] == 2
     assert response["outputs"] is None and response["runtime"]["name"] == "litert"
@@ -153,7 +156,7 @@ def test_benchmark_model_on_the_device_with_every_word_quoted(fake, tflite_model
 
 def test_benchmark_model_runs_tflite_only(fake, tmp_path):
     target = resolve(f"adb://emulator-5554?benchmark_model=/data/local/tmp/benchmark_model&tmpdir={fake.device}")
-    response = target.measure(_request(tmp_path / "m.onnx", runtime="onnxruntime"), 30)
+    response = measure(target, _request(tmp_path / "m.onnx", runtime="onnxruntime"), 30)
     assert response["status"] == "failed" and "runs .tflite models" in response["error"]
 
 
@@ -174,7 +177,7 @@ def test_a_hanging_benchmark_is_killed_and_leaves_nothing(fake):
     target.prepare()
     (fake.tmp / "m.tflite").write_bytes(b"x")
     started = time.monotonic()
-    response = target.measure(_request(fake.tmp / "m.tflite"), 2)
+    response = measure(target, _request(fake.tmp / "m.tflite"), 2)
     assert response["status"] == "timeout" and time.monotonic() - started < 20
     deadline = time.monotonic() + 5
     while subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0:
@@ -191,7 +194,7 @@ def test_the_agent_where_the_device_has_python(fake, tmp_path, onnx_file):
     np.savez(inputs, input=np.random.default_rng(0).random((5, 1, 8, 8), dtype=np.float32))
     request = {**_request(onnx_file, runtime="onnxruntime"), "inputs": str(inputs), "outputs": str(tmp_path / "o.npz")}
     request.pop("random_inputs")
-    response = target.measure(request, 60)
+    response = measure(target, request, 60)
     assert response["ok"], response
     assert response["latency"]["runs"] >= 20 and response["outputs"] == str(tmp_path / "o.npz")
     with np.load(tmp_path / "o.npz") as outputs:
@@ -204,15 +207,9 @@ def test_the_agent_where_the_device_has_python(fake, tmp_path, onnx_file):
 
 @pytest.fixture(scope="module")
 def onnx_file(tmp_path_factory) -> Path:
-    import torch
+    from tests.conftest import digits_onnx
 
-    from compress.zoo.digits import DigitsCNN
-    from exporters.onnx import OnnxExporter
-
-    path = tmp_path_factory.mktemp("adb-models") / "digits.onnx"
-    torch.manual_seed(0)
-    OnnxExporter().export_file(DigitsCNN(width=8).eval(), torch.rand(2, 1, 8, 8), path, "input")
-    return path
+    return digits_onnx(tmp_path_factory.mktemp("adb-models") / "digits.onnx")
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from compress.runtimes import agent
+from compress.runtimes.targets.local import AGENT, LocalTarget
 
 from compress.modelio import save_torch_artifact
-from runtimes import agent
-from runtimes.local import AGENT, LocalTarget
+from tests.conftest import measure
 
 HANG_MODULE = '''
 import os, subprocess, time
@@ -109,26 +110,40 @@ def test_agent_reports_a_bad_request_and_a_bad_model(tmp_path):
     done = subprocess.run([sys.executable, str(AGENT), str(bad)], capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "bad request" in done.stdout
     (tmp_path / "model.onnx").write_bytes(b"not a model")
-    response = LocalTarget().measure({"protocol": 1, "model": str(tmp_path / "model.onnx"),
+    response = measure(LocalTarget(), {"model": str(tmp_path / "model.onnx"),
                                       "runtime": "onnxruntime", "inputs": str(_inputs(tmp_path))}, timeout_s=60)
     assert not response["ok"] and response["status"] == "failed"
     assert "\n" not in response["error"]
 
 
 def test_unknown_runtime_is_a_clear_error(tmp_path, linear_onnx):
-    response = LocalTarget().measure({"protocol": 1, "model": str(linear_onnx), "runtime": "tvm",
+    response = measure(LocalTarget(), {"model": str(linear_onnx), "runtime": "tvm",
                                       "inputs": str(_inputs(tmp_path))}, timeout_s=60)
     assert not response["ok"]
     assert "runtime 'tvm' is not known" in response["error"]
 
 
 def test_threads_are_set_before_the_runtime_loads(tmp_path, linear_onnx):
-    # The agent exports OMP_NUM_THREADS before importing the runtime; check from inside the agent.
+    # The agent exports OMP_NUM_THREADS before the backend (and its runtime) loads: seen from the
+    # backend's loading, in an agent loaded as a file the way a device runs it.
     probe = tmp_path / "probe.py"
-    probe.write_text(f"import runpy, sys, os\nsys.argv = ['agent.py', sys.argv[1]]\n"
-                     f"ns = runpy.run_path({str(AGENT)!r}, run_name='not_main')\n"
-                     "ns['_set_threads'](3)\nprint(os.environ['OMP_NUM_THREADS'], 'onnxruntime' in sys.modules)\n")
-    done = subprocess.run([sys.executable, str(probe), "x"], capture_output=True, text=True, check=True)
+    probe.write_text(f"""
+import importlib.util, os, sys
+spec = importlib.util.spec_from_file_location("agent_probe", {str(AGENT)!r})
+agent = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(agent)
+seen = []
+def load_backend(runtime, model, threads, device):
+    seen.extend([os.environ["OMP_NUM_THREADS"], "onnxruntime" in sys.modules])
+    raise SystemExit(0)
+agent.load_backend = load_backend
+try:
+    agent.serve(agent.Request(model={str(linear_onnx)!r}, runtime="onnxruntime", threads=3))
+except SystemExit:
+    pass
+print(*seen)
+""")
+    done = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["3", "False"]
 
 
@@ -139,9 +154,9 @@ def test_a_hanging_measurement_is_killed_with_its_children(tmp_path):
     os.environ["HANG_NOW"] = "1"
     try:
         started = time.monotonic()
-        response = LocalTarget().measure({"protocol": 1, "model": str(artifact), "runtime": "torch",
-                                          "inputs": str(_inputs(tmp_path)), "outputs": str(tmp_path / "o.npz"),
-                                          "python_path": [str(tmp_path)]}, timeout_s=8)
+        response = measure(LocalTarget(), {"model": str(artifact), "runtime": "torch",
+                                          "inputs": str(_inputs(tmp_path)), "outputs": str(tmp_path / "o.npz")},
+                           timeout_s=8)
     finally:
         del os.environ["HANG_NOW"]
     assert time.monotonic() - started < 30
@@ -157,9 +172,9 @@ def test_a_crashing_runtime_ends_only_its_measurement(tmp_path):
     artifact = _torch_artifact(tmp_path, "hangmodels:Crashes", {})
     os.environ["CRASH_NOW"] = "1"
     try:
-        response = LocalTarget().measure({"protocol": 1, "model": str(artifact), "runtime": "torch",
-                                          "inputs": str(_inputs(tmp_path)), "outputs": str(tmp_path / "o.npz"),
-                                          "python_path": [str(tmp_path)]}, timeout_s=60)
+        response = measure(LocalTarget(), {"model": str(artifact), "runtime": "torch",
+                                          "inputs": str(_inputs(tmp_path)), "outputs": str(tmp_path / "o.npz")},
+                           timeout_s=60)
     finally:
         del os.environ["CRASH_NOW"]
     assert response["status"] == "failed"
@@ -177,7 +192,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_latency_in_rounds_reports_each_rounds_p50(tmp_path, linear_onnx):
-    response = LocalTarget().measure({"protocol": 1, "model": str(linear_onnx), "runtime": "onnxruntime",
+    response = measure(LocalTarget(), {"model": str(linear_onnx), "runtime": "onnxruntime",
                                       "inputs": str(_inputs(tmp_path)),
                                       "latency": {"warmup": 1, "min_runs": 4, "min_seconds": 0, "trials": 3}},
                                      timeout_s=60)

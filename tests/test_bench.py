@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from compress.zoo.digits import DigitsCNN
-from exporters.onnx import OnnxExporter
-from exporters.openvino import OpenVinoExporter
-from exporters.tflite import TfliteExporter
+from tests.conftest import export_with
 
 FAST = ("--warmup", "1", "--min-runs", "3", "--min-seconds", "0")
 
@@ -22,16 +20,16 @@ def models(tmp_path_factory) -> dict[str, Path]:
     torch.manual_seed(0)
     model = DigitsCNN(width=8).eval()
     example = torch.rand(2, 1, 8, 8)
-    OnnxExporter().export_file(model, example, folder / "digits.onnx", "input")
-    ir, _ = OpenVinoExporter().export(model, example, folder / "ov", "input")
-    tflite, _ = TfliteExporter().export(model, example, folder / "tfl", "input")
+    onnx = export_with("onnx", model, example, folder / "onnx").path.rename(folder / "digits.onnx")
+    ir = export_with("openvino", model, example, folder / "ov").path
+    tflite = export_with("tflite", model, example, folder / "tfl").path
     # height and width left dynamic too: the caller must say them
     dims = {0: torch.export.Dim("batch", max=64), 2: torch.export.Dim("h", min=4, max=64),
             3: torch.export.Dim("w", min=4, max=64)}
     program = torch.onnx.export(model, (example,), dynamo=True, input_names=["input"], dynamic_shapes=(dims,))
     program.save(str(folder / "dynamic.onnx"))
     torch.export.save(torch.export.export(model, (example[:1],)), str(folder / "digits.pt2"))
-    return {"onnx": folder / "digits.onnx", "xml": ir / "model.xml", "tflite": tflite,
+    return {"onnx": onnx, "xml": ir / "model.xml", "tflite": tflite,
             "dynamic": folder / "dynamic.onnx", "pt2": folder / "digits.pt2"}
 
 
@@ -95,11 +93,16 @@ def test_bad_options_are_one_line_errors(cli, models, args, message):
 
 
 def test_missing_and_unknown_files(cli, models, tmp_path):
-    assert cli("bench", tmp_path / "none.onnx").exit_code == 2
+    missing = cli("bench", tmp_path / "none.onnx")
+    assert (missing.exit_code, missing.stderr) == (2, f"error: {tmp_path / 'none.onnx'}: model file not found\n")
     (tmp_path / "model.bin").write_bytes(b"")
     unknown = cli("bench", tmp_path / "model.bin")
-    assert unknown.exit_code == 2 and "expected .onnx, .xml, .tflite or .pt2" in unknown.stderr
+    # the suffixes of every installed format plugin
+    assert (unknown.exit_code, unknown.stderr) == (2, f"error: {tmp_path / 'model.bin'}: cannot benchmark model.bin: "
+                                                      "expected one of .onnx, .pt2, .tflite, .xml\n")
     lonely = tmp_path / "lonely.xml"
     lonely.write_text(models["xml"].read_text())
     missing_bin = cli("bench", lonely)
-    assert missing_bin.exit_code == 2 and "lonely.bin" in missing_bin.stderr
+    assert (missing_bin.exit_code, missing_bin.stderr) == (
+        2, f"error: {lonely}: lonely.bin (the weights of this IR) is missing\n")
+    assert not list(tmp_path.glob("*.npz"))  # nothing was measured, nothing written

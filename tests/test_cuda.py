@@ -9,9 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from compress.runtimes.targets import TargetError
 
-from compress.errors import InputError
 from compress.targets import resolve
+from tests.conftest import measure
 
 
 def _gpu_count() -> int:
@@ -39,15 +40,9 @@ needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA GPU")
 
 @pytest.fixture(scope="module")
 def onnx_file(tmp_path_factory) -> Path:
-    import torch
+    from tests.conftest import digits_onnx
 
-    from compress.zoo.digits import DigitsCNN
-    from exporters.onnx import OnnxExporter
-
-    path = tmp_path_factory.mktemp("cuda-models") / "digits.onnx"
-    torch.manual_seed(0)
-    OnnxExporter().export_file(DigitsCNN(width=8).eval(), torch.rand(2, 1, 8, 8), path, "input")
-    return path
+    return digits_onnx(tmp_path_factory.mktemp("cuda-models") / "digits.onnx")
 
 
 def _request(model: Path, runtime: str) -> dict:
@@ -64,13 +59,13 @@ def test_each_runtime_is_asked_for_the_gpu_by_name():
         target.device_for("openvino")
     with pytest.raises(ValueError, match="litert has no CUDA backend"):
         target.device_for("litert")
-    refused = target.measure(_request(Path("m.tflite"), "litert"), 10)
+    refused = measure(target, _request(Path("m.tflite"), "litert"), 10)
     assert refused["status"] == "failed" and "litert has no CUDA backend" in refused["error"]
 
 
 @pytest.mark.skipif(HAS_GPU, reason="this machine has a CUDA GPU")
 def test_no_gpu_is_a_clear_error(cli, onnx_file):
-    with pytest.raises(InputError, match=r"target cuda:0: no CUDA GPU here \(nvidia-smi"):
+    with pytest.raises(TargetError, match=r"target cuda:0: no CUDA GPU here \(nvidia-smi"):
         resolve("cuda").prepare()
     result = cli("bench", onnx_file, "--target", "cuda:0")
     assert result.exit_code == 2 and "no CUDA GPU here" in result.stderr and len(result.stderr.splitlines()) == 1
@@ -79,8 +74,8 @@ def test_no_gpu_is_a_clear_error(cli, onnx_file):
 @pytest.mark.skipif(HAS_GPU and _ort_cuda(), reason="onnxruntime here has CUDA")
 def test_onnxruntime_without_its_cuda_provider_never_falls_back_to_the_cpu(onnx_file):
     # The agent is asked directly (prepare() would stop earlier on a machine without a GPU).
-    response = resolve("cuda:0").measure(_request(onnx_file, "onnxruntime"), 60)
-    assert response["status"] == "failed" and "latency" not in response
+    response = measure(resolve("cuda:0"), _request(onnx_file, "onnxruntime"), 60)
+    assert response["status"] == "failed" and response["latency"] is None
     assert "no CUDAExecutionProvider" in response["error"] and "install onnxruntime-gpu" in response["error"]
     assert "CPUExecutionProvider" in response["error"]  # what it has, said
 
@@ -93,7 +88,7 @@ def test_torch_without_cuda_is_refused(tmp_path):
 
     program = tmp_path / "digits.pt2"
     torch.export.save(torch.export.export(DigitsCNN(width=8).eval(), (torch.rand(1, 1, 8, 8),)), str(program))
-    response = resolve("cuda:0").measure(_request(program, "torch"), 60)
+    response = measure(resolve("cuda:0"), _request(program, "torch"), 60)
     assert response["status"] == "failed" and "has no CUDA device" in response["error"]
 
 
@@ -101,7 +96,7 @@ def test_torch_without_cuda_is_refused(tmp_path):
 def test_cuda_target_prepares_and_records_the_gpu():
     target = resolve("cuda:0")
     target.prepare()
-    with pytest.raises(InputError, match="this machine has"):
+    with pytest.raises(TargetError, match="this machine has"):
         resolve(f"cuda:{_gpu_count()}").prepare()
 
 
@@ -125,6 +120,6 @@ def test_torch_on_the_gpu(tmp_path):
 
     program = tmp_path / "digits.pt2"
     torch.export.save(torch.export.export(DigitsCNN(width=8).eval(), (torch.rand(1, 1, 8, 8),)), str(program))
-    response = resolve("cuda:0").measure(_request(program, "torch"), 120)
+    response = measure(resolve("cuda:0"), _request(program, "torch"), 120)
     assert response["ok"], response
     assert response["runtime"]["device"] == "cuda:0" and response["device"]["gpu"]["name"]

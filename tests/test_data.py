@@ -18,7 +18,8 @@ import yaml
 from compress.data import Split, Splits, batches, check_against_input, load_data, seeded_splits
 from compress.data.sources import digits
 from compress.errors import InputError
-from compress.recipe import DataConfig, InputSpec, LoadedRecipe, load_recipe
+from compress.plan import Plan
+from compress.recipe import DataConfig, InputSpec, load_recipe
 from tests.conftest import small_recipe
 
 DIGITS = 1797
@@ -32,7 +33,7 @@ def forget_user_modules() -> Iterator[None]:
     sys.modules.pop(MODULE, None)
 
 
-def _recipe(folder: Path, data: dict[str, Any], shape: list[int] | None = None) -> LoadedRecipe:
+def _recipe(folder: Path, data: dict[str, Any], shape: list[int] | None = None) -> Plan:
     recipe = small_recipe(data=data)
     if shape is not None:
         recipe["model"]["input"]["shape"] = shape

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from compress.exporters.openvino import OpenVinoExportConfig
+from compress.exporters.tflite import TfliteExportConfig
 
-from compress.artifact import Artifact
 from compress.recipe import ParityThresholds, QuantizeConfig
 from compress.verify import parity
 from compress.zoo.digits import DigitsCNN
-from exporters.openvino import OpenVinoExportConfig, OpenVinoExporter
-from exporters.tflite import TfliteExportConfig, TfliteExporter
-from runtimes.agent import load_backend
+from tests.conftest import export_with, load_backend, quantize_with
 
 
 class TinyEncoder(torch.nn.Module):
@@ -62,8 +61,9 @@ def _torch_out(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def test_openvino_ir_runs_in_fp32_and_matches_torch(digits_model, tmp_path):
-    path, info = OpenVinoExporter().export(digits_model, torch.rand(2, 1, 8, 8), tmp_path, "input")
-    assert info["route"] == "torch" and info["weights"] == "fp32"
+    exported = export_with("openvino", digits_model, torch.rand(2, 1, 8, 8), tmp_path)
+    path, info = exported.path, exported.info
+    assert info["route"] == "torch" and info["weights"] == "fp32" and exported.precision is None
     assert sorted(p.name for p in path.iterdir()) == ["model.bin", "model.xml"]
     x = _inputs()
     got = load_backend("openvino", str(path)).run({"input": x})[0]
@@ -74,7 +74,8 @@ def test_openvino_ir_runs_in_fp32_and_matches_torch(digits_model, tmp_path):
 def test_openvino_falls_back_to_the_exported_program_and_records_the_route(tmp_path):
     torch.manual_seed(0)
     model = TinyEncoder().eval()
-    path, info = OpenVinoExporter().export(model, torch.rand(2, 5, 16), tmp_path, "input")
+    exported = export_with("openvino", model, torch.rand(2, 5, 16), tmp_path)
+    path, info = exported.path, exported.info
     assert info["route"] == "exported_program"
     assert info["routes_failed"][0].startswith("torch: ")
     x = np.random.default_rng(1).random((3, 5, 16), dtype=np.float32)
@@ -83,24 +84,24 @@ def test_openvino_falls_back_to_the_exported_program_and_records_the_route(tmp_p
 
 
 def test_openvino_fp16_weights_halve_the_weights_file(digits_model, tmp_path):
-    full, _ = OpenVinoExporter().export(digits_model, torch.rand(2, 1, 8, 8), tmp_path / "a", "input")
-    half, info = OpenVinoExporter(OpenVinoExportConfig(fp16=True)).export(
-        digits_model, torch.rand(2, 1, 8, 8), tmp_path / "b", "input")
-    assert info["weights"] == "fp16"
-    assert (half / "model.bin").stat().st_size < 0.6 * (full / "model.bin").stat().st_size
+    full = export_with("openvino", digits_model, torch.rand(2, 1, 8, 8), tmp_path / "a").path
+    exported = export_with("openvino", digits_model, torch.rand(2, 1, 8, 8), tmp_path / "b",
+                           options=OpenVinoExportConfig(fp16=True))
+    assert exported.info["weights"] == "fp16" and exported.precision == "fp16"  # labelled as what it is
+    assert (exported.path / "model.bin").stat().st_size < 0.6 * (full / "model.bin").stat().st_size
 
 
 def test_the_onnx_artifact_also_runs_on_openvino(digits_model, tmp_path):
-    from exporters.onnx import OnnxExporter
-
-    OnnxExporter().export_file(digits_model, torch.rand(2, 1, 8, 8), tmp_path / "m.onnx", "input")
+    path = export_with("onnx", digits_model, torch.rand(2, 1, 8, 8), tmp_path).path
     x = _inputs()
-    got = load_backend("openvino", str(tmp_path / "m.onnx")).run({"input": x})[0]
+    got = load_backend("openvino", path).run({"input": x})[0]
     np.testing.assert_allclose(got, _torch_out(digits_model, x), atol=1e-4)
 
 
 def test_tflite_keeps_nchw_and_runs_any_number_of_samples(digits_model, tmp_path):
-    path, info = TfliteExporter().export(digits_model, torch.rand(2, 1, 8, 8), tmp_path, "input")
+    exported = export_with("tflite", digits_model, torch.rand(2, 1, 8, 8), tmp_path)
+    path, info = exported.path, exported.info
+    assert exported.attributes == {}  # NCHW: nothing to transpose
     assert info["batch"] == 1 and info["max_abs_error_vs_torch"] < 1e-4
     backend = load_backend("litert", str(path))
     assert backend.input_specs()[0][1:] == ([1, 1, 8, 8], "float32")
@@ -109,9 +110,11 @@ def test_tflite_keeps_nchw_and_runs_any_number_of_samples(digits_model, tmp_path
 
 
 def test_tflite_channels_last_takes_nhwc(digits_model, tmp_path):
-    path, info = TfliteExporter(TfliteExportConfig(channels_last=True)).export(
-        digits_model, torch.rand(2, 1, 8, 8), tmp_path, "input")
+    exported = export_with("tflite", digits_model, torch.rand(2, 1, 8, 8), tmp_path,
+                           options=TfliteExportConfig(channels_last=True))
+    path, info = exported.path, exported.info
     assert info["channels_last"]
+    assert exported.attributes == {"input_transpose": [0, 2, 3, 1]}  # travels to verify and to int8
     backend = load_backend("litert", str(path))
     assert backend.input_specs()[0][1] == [1, 8, 8, 1]
     x = _inputs(3)
@@ -123,7 +126,8 @@ def test_tflite_int64_inputs_become_int32(tmp_path):
     torch.manual_seed(0)
     model = TokenClassifier().eval()
     ids = torch.randint(0, 50, (2, 6))
-    path, info = TfliteExporter().export(model, ids, tmp_path, "ids")
+    exported = export_with("tflite", model, ids, tmp_path, input_name="ids")
+    path, info = exported.path, exported.info
     assert info["input_dtype"] == "int32"
     backend = load_backend("litert", str(path))
     assert backend.input_specs()[0][2] == "int32"
@@ -133,13 +137,9 @@ def test_tflite_int64_inputs_become_int32(tmp_path):
 
 
 def test_int8_tflite_has_quantized_io_that_the_runtime_hides(digits_model, tmp_path):
-    from compress.quantize.tflite import LiteRtQuantizer
-
-    source = Artifact(id="x", name="m.tflite", format="tflite", precision="fp32", path=tmp_path / "none",
-                      sha256="", lineage=("original",))
     config = QuantizeConfig.model_validate({"calibration": {"samples": 32}})
-    path, info = LiteRtQuantizer().quantize(source, tmp_path, config, _inputs(32), input_name="input",
-                                            torch_model=digits_model)
+    exported = quantize_with("tflite", tmp_path / "none", digits_model, tmp_path, config, _inputs(32))
+    path, info = exported.path, exported.info
     assert info["calibration_samples"] == 32
     backend = load_backend("litert", str(path))
     raw = backend.interpreter.get_input_details()[0]
@@ -153,13 +153,10 @@ def test_int8_tflite_has_quantized_io_that_the_runtime_hides(digits_model, tmp_p
 
 
 def test_nncf_int8_ir_is_smaller_and_close(digits_model, tmp_path):
-    from compress.quantize.openvino import NncfQuantizer
-
-    ir, _ = OpenVinoExporter().export(digits_model, torch.rand(2, 1, 8, 8), tmp_path / "fp32", "input")
-    source = Artifact(id="x", name="m.openvino", format="openvino", precision="fp32", path=ir, sha256="",
-                      lineage=("original",))
+    ir = export_with("openvino", digits_model, torch.rand(2, 1, 8, 8), tmp_path / "fp32").path
     config = QuantizeConfig.model_validate({"calibration": {"samples": 32}})
-    path, info = NncfQuantizer().quantize(source, tmp_path / "int8", config, _inputs(32), input_name="input")
+    exported = quantize_with("openvino", ir, digits_model, tmp_path / "int8", config, _inputs(32))
+    path, info = exported.path, exported.info
     assert info["activations_range"] == "minmax"
     assert (path / "model.bin").stat().st_size < 0.4 * (ir / "model.bin").stat().st_size
     x = _inputs(16)
@@ -190,8 +187,8 @@ def test_parity_names_each_failure_and_fails_on_nan():
 
 
 def test_openvino_reads_inputs_in_place_without_changing_them(digits_model, tmp_path):
-    path, _ = OpenVinoExporter().export(digits_model, torch.rand(2, 1, 8, 8), tmp_path, "input")
-    backend = load_backend("openvino", str(path))
+    path = export_with("openvino", digits_model, torch.rand(2, 1, 8, 8), tmp_path).path
+    backend = load_backend("openvino", path)
     first, second = _inputs(4), _inputs(7)[::-1].copy()
     kept = first.copy(), second.copy()
     out_first = backend.run({"input": first})[0]

@@ -234,10 +234,11 @@ def test_an_incomplete_run_never_passes(status: str):
 
 
 @pytest.mark.parametrize(("raw", "message"), [
-    ({"max_accuracy_drop": "1 point"}, "or a percentage of the original's score like '1%'"),
-    ({"max_accuracy_drop": "-1%"}, "like '1%'"),
-    ({"max_accuracy_drop": "150%"}, "like '1%'"),
-    ({"max_accuracy_drop": -0.01}, "must be a number >= 0"),
+    ({"max_accuracy_drop": "1 point"}, "or a percentage of the reference's score like '1%' (got '1 point')"),
+    ({"max_accuracy_drop": "-1%"}, "like '1%' (got '-1%')"),
+    ({"max_accuracy_drop": "150%"}, "a relative drop is at most 100% (got '150%')"),
+    ({"max_accuracy_drop": -0.01}, "must be a finite number >= 0 (got -0.01)"),
+    ({"max_accuracy_drop": float("inf")}, "must be a finite number >= 0 (got inf)"),
     ({"max_size_mb": 0}, "greater than 0"),
     ({"min_speedup": float("nan")}, "finite"),
     ({"max_p90": 3}, "Extra inputs"),
@@ -536,8 +537,11 @@ def _latest_run(out: Path) -> Path:
 
 @pytest.mark.slow
 def test_a_real_run_its_baseline_a_harmful_change_and_a_crash(cli, write_recipe, tmp_path: Path):
+    # int8 of the wrecked model below agrees less with its own fp32 parent (0.93 here): a looser parity
+    # threshold keeps this test about the baseline gate
     recipe = write_recipe(small_recipe(verify={"runtimes": ["torch", "onnxruntime"], "targets": ["local"],
-                                               "latency": {"warmup": 0, "min_runs": 3, "min_seconds": 0}}))
+                                               "latency": {"warmup": 0, "min_runs": 3, "min_seconds": 0},
+                                               "parity": {"int8": {"min_cosine": 0.9, "min_agreement": 0.8}}}))
     out = tmp_path / "runs"
     assert cli("run", recipe, "--out", out).exit_code == 0
     first = _latest_run(out)

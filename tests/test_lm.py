@@ -49,8 +49,8 @@ def corpus(tmp_path: Path) -> Path:
 def _splits(write_recipe, recipe):
     from compress.data.text import text
 
-    loaded = load_recipe(write_recipe(recipe))
-    return text(loaded.recipe.data, loaded)
+    plan = load_recipe(write_recipe(recipe))
+    return text(plan.recipe.data, plan.data_context())
 
 
 def test_alphabet_and_encoding():

@@ -47,11 +47,11 @@ def test_text_sets_are_shipped_and_tokenized():
 
 
 def test_pruning_removes_whole_heads_and_mlp_channels_and_reloads(tmp_path, write_recipe):
+    from compress.contracts import StageContext
     from compress.data import load_data
     from compress.modelio import load_torch_artifact, save_torch_artifact
     from compress.prune.stage import PruneConfig, PruneStage
     from compress.recipe import load_recipe
-    from compress.stage import StageContext
 
     recipe = small_recipe(model={"factory": "compress.zoo.minilm:minilm_l6",
                                  "input": {"name": "input_ids", "shape": [1, 32], "dtype": "int64"}},
@@ -59,7 +59,7 @@ def test_pruning_removes_whole_heads_and_mlp_channels_and_reloads(tmp_path, writ
                           task={"kind": "embedding", "metric": "cosine"})
     loaded = load_recipe(write_recipe(recipe))
     model = minilm_l6()
-    ctx = StageContext(recipe=loaded, data=load_data(loaded), original=model, console=None, log=None, seed=0)  # type: ignore[arg-type]
+    ctx = StageContext(plan=loaded, data=load_data(loaded), original=model, console=None, log=None, seed=0)  # type: ignore[arg-type]
     config = PruneConfig(pruning_ratio=0.25, head_ratio=0.25, iterative_steps=1,
                          ignore=["embeddings.*", "*.output.dense", "*LayerNorm"])
     result = PruneStage(config).run(model, ctx)

@@ -23,7 +23,8 @@ from torch import nn
 from compress.data import Split, Splits
 from compress.errors import InputError
 from compress.modelio import build_model, load_torch_artifact, save_torch_artifact
-from compress.recipe import LoadedRecipe, load_recipe
+from compress.plan import Plan
+from compress.recipe import load_recipe
 from compress.zoo.digits import DigitsCNN
 from tests.conftest import small_recipe
 
@@ -55,14 +56,14 @@ def forget_user_modules() -> Iterator[None]:
     sys.modules.pop(MODULE, None)
 
 
-def _recipe(folder: Path, model: dict[str, Any], name: str = "recipe.yaml") -> LoadedRecipe:
+def _recipe(folder: Path, model: dict[str, Any], name: str = "recipe.yaml") -> Plan:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     path.write_text(yaml.safe_dump(small_recipe(model=model), sort_keys=False))
     return load_recipe(path)
 
 
-def _build(loaded: LoadedRecipe) -> nn.Module:
+def _build(loaded: Plan) -> nn.Module:
     return build_model(loaded.recipe.model, loaded)
 
 
@@ -306,14 +307,14 @@ def test_a_trusted_torchscript_model_is_stored_as_a_torch_artifact(tmp_path: Pat
 def _context(tmp_path: Path) -> Any:
     from rich.console import Console
 
-    from compress.stage import StageContext
+    from compress.contracts import StageContext
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(small_recipe()))
     rng = np.random.default_rng(0)
     split = Split(rng.random((32, 1, 8, 8), dtype=np.float32), rng.integers(0, 10, 32))
     data = Splits(train=split, calibration=split, test=split, source="random")
-    return StageContext(recipe=load_recipe(recipe), data=data, original=DigitsCNN(width=8),
+    return StageContext(plan=load_recipe(recipe), data=data, original=DigitsCNN(width=8),
                         console=Console(file=io.StringIO()), log=logging.getLogger("test"), seed=0)
 
 

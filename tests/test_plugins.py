@@ -23,8 +23,7 @@ from tests.conftest import small_recipe
 PLUGIN_SOURCE = Path(__file__).parent / "plugins" / "compress-example-plugin"
 BUILTINS = {
     "stage": {"prune", "distill"},
-    "exporter": {"onnx"},
-    "quantizer": {"onnx"},
+    "format": {"onnx", "openvino", "tflite", "torch"},
     "runtime": {"torch", "onnxruntime"},
     "target": {"local"},
     "dataset": {"digits", "npz", "callable"},

@@ -8,23 +8,21 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from compress.exporters.onnx.inspect import check_external_data
 
 from compress.errors import InputError
-from compress.quantize.onnxruntime import OnnxRuntimeQuantizer
 from compress.recipe import QuantizeConfig
 from compress.zoo.digits import DigitsCNN
-from exporters.onnx import OnnxExporter, check_external_data
-from runtimes.onnxruntime import OnnxRuntime
+from tests.conftest import export_with, load_backend, quantize_with
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
     torch.manual_seed(0)
     model = DigitsCNN(width=8).eval()
-    dest = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    info = OnnxExporter().export_file(model, torch.rand(2, 1, 8, 8), dest, "input")
-    assert info["max_abs_error_vs_torch"] < 1e-4 and not info["external_data"]
-    return dest, model
+    exported = export_with("onnx", model, torch.rand(2, 1, 8, 8), tmp_path_factory.mktemp("onnx"))
+    assert exported.info["max_abs_error_vs_torch"] < 1e-4 and not exported.info["external_data"]
+    return exported.path, model
 
 
 def test_export_is_one_checked_file_with_a_dynamic_batch(exported):
@@ -32,7 +30,7 @@ def test_export_is_one_checked_file_with_a_dynamic_batch(exported):
     onnx.checker.check_model(str(path), full_check=True)
     assert [p.name for p in path.parent.iterdir()] == ["model.onnx"]
     x = np.random.default_rng(0).random((5, 1, 8, 8), dtype=np.float32)
-    got = OnnxRuntime.load(path).run({"input": x})[0]
+    got = load_backend("onnxruntime", path).run({"input": x})[0]
     with torch.no_grad():
         want = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, want, atol=1e-5)
@@ -63,12 +61,12 @@ def test_every_calibration_method_gives_a_working_int8_model(exported, tmp_path,
     path, model = exported
     calibration = np.random.default_rng(0).random((32, 1, 8, 8), dtype=np.float32)
     config = QuantizeConfig.model_validate({"calibration": {"samples": 16, "method": method}})
-    info = OnnxRuntimeQuantizer().quantize_file(path, tmp_path / "int8.onnx", config, calibration, "input")
+    info = quantize_with("onnx", path, None, tmp_path / "int8", config, calibration).info
     assert info["calibration_method"] == method and info["calibration_samples"] == 16
-    quantized = onnx.load(str(tmp_path / "int8.onnx"))
+    quantized = onnx.load(str(tmp_path / "int8" / "model.onnx"))
     assert sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node) >= 4
     x = calibration[:8]
-    got = OnnxRuntime.load(tmp_path / "int8.onnx").run({"input": x})[0]
+    got = load_backend("onnxruntime", tmp_path / "int8" / "model.onnx").run({"input": x})[0]
     with torch.no_grad():
         want = model(torch.from_numpy(x)).numpy()
     assert np.abs(got - want).max() < 0.25 * np.abs(want).max()
@@ -79,12 +77,12 @@ def test_ignored_nodes_stay_in_float(exported, tmp_path):
     calibration = np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)
     gemm = next(n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Gemm")
     config = QuantizeConfig.model_validate({"calibration": {"samples": 16}, "ignore": [gemm]})
-    info = OnnxRuntimeQuantizer().quantize_file(path, tmp_path / "int8.onnx", config, calibration, "input")
+    info = quantize_with("onnx", path, None, tmp_path / "int8", config, calibration).info
     assert info["nodes_excluded"] == [gemm]
-    quantized = onnx.load(str(tmp_path / "int8.onnx"))
+    quantized = onnx.load(str(tmp_path / "int8" / "model.onnx"))
     gemm_node = next(n for n in quantized.graph.node if n.op_type == "Gemm")
     initializers = {t.name: t for t in quantized.graph.initializer}
     assert initializers[gemm_node.input[1]].data_type == onnx.TensorProto.FLOAT  # weights left in float
     config = QuantizeConfig.model_validate({"ignore": ["no_such_node*"]})
-    info = OnnxRuntimeQuantizer().quantize_file(path, tmp_path / "x.onnx", config, calibration, "input")
+    info = quantize_with("onnx", path, None, tmp_path / "x", config, calibration).info
     assert info["ignore_matches"] == {"no_such_node*": []}  # the pipeline turns this into an error

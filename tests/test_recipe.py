@@ -627,7 +627,7 @@ def test_export_format_that_is_not_installed(cli, write_recipe):
     path = write_recipe(variant(("export: [onnx]", "export: [onnx, coreml]")))
     line = fails(cli("validate", path))
     assert line.startswith(f"error: {path}:{LINE['export']}: export[1]: "
-                           "no exporter plugin named 'coreml' is installed")
+                           "no format plugin named 'coreml' is installed; installed: onnx, openvino, tflite, torch")
 
 
 def test_unsupported_verify_target(cli, write_recipe):

@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from exporters import unsupported_op
+from compress.errors import unsupported_op
 from tests.conftest import small_recipe
 
 MODELS = '''

@@ -174,7 +174,7 @@ def test_a_parity_failure_is_reported_by_artifact_and_runtime(cli, write_recipe,
 def test_recipe_gates_are_checked_at_the_end_of_the_run(cli, write_recipe, tmp_path):
     recipe = small_recipe(stages=[], verify={"runtimes": ["onnxruntime"],
                                              "latency": {"warmup": 0, "min_runs": 1, "min_seconds": 0}},
-                          gates={"max_size_mb": 0.001, "max_accuracy_drop": 1.0, "artifacts": ["*.int8.*"]})
+                          gates={"max_size_mb": 0.001, "max_accuracy_drop": 0.5, "artifacts": ["*.int8.*"]})
     out = tmp_path / "runs"
     result = _run(cli, write_recipe(recipe), out)
     assert result.exit_code == 1
@@ -193,3 +193,10 @@ def test_bad_gates_are_recipe_errors(cli, write_recipe):
     assert "gates.max_size_mbb: unknown key 'max_size_mbb' (did you mean 'max_size_mb'?)" in result.stderr
     result = cli("validate", write_recipe(small_recipe(gates={"max_accuracy_drop": "one point"})))
     assert result.exit_code == 2 and "gates.max_accuracy_drop" in result.stderr
+    # a budget that would pass anything turns the gate off: refused, for the gate and for int8
+    for section, budget in (("gates", 1.0), ("gates", "100%"), ("quantize", 1.5)):
+        recipe = small_recipe(**{section: {**(small_recipe().get(section) or {}), "max_accuracy_drop": budget}})
+        result = cli("validate", path := write_recipe(recipe))
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"error: {path}:"), result.stderr
+        assert f"{section}.max_accuracy_drop: " in result.stderr and "would pass anything" in result.stderr

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from compress.runtimes.targets import TargetError
 
 from compress.errors import InputError
 from compress.targets import resolve
-from tests.conftest import small_recipe
+from tests.conftest import measure, small_recipe
 
 SSHD = "/usr/sbin/sshd"
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,16 +119,10 @@ def _spec(sshd, python: Path | str, *, known_hosts: Path | None = None, **option
 
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory) -> Path:
-    import torch
+    from tests.conftest import digits_onnx
 
-    from compress.zoo.digits import DigitsCNN
-    from exporters.onnx import OnnxExporter
-
-    folder = tmp_path_factory.mktemp("ssh-models")
-    torch.manual_seed(0)
-    path = folder / "digits; touch HOSTILE.onnx"  # a hostile file name: it never reaches a shell
-    OnnxExporter().export_file(DigitsCNN(width=8).eval(), torch.rand(2, 1, 8, 8), path, "input")
-    return path
+    # a hostile file name: it never reaches a shell
+    return digits_onnx(tmp_path_factory.mktemp("ssh-models") / "digits; touch HOSTILE.onnx")
 
 
 def _bench_request(model: Path, runtime: str = "onnxruntime") -> dict:
@@ -174,13 +169,13 @@ def test_an_unknown_host_key_is_refused_with_its_fingerprint(sshd, device_python
     fingerprint = subprocess.run(["ssh-keygen", "-l", "-f", str(sshd["folder"] / "host_key.pub")],
                                  capture_output=True, text=True, check=True).stdout.split()[1]
     unknown = sshd["folder"] / "empty_known_hosts"
-    with pytest.raises(InputError) as refused:
+    with pytest.raises(TargetError) as refused:
         resolve(_spec(sshd, device_python, known_hosts=unknown)).prepare()
     message = str(refused.value)
     assert "not in" in message and fingerprint in message and "ED25519" in message
     assert f"ssh-keyscan -p {sshd['port']} 127.0.0.1 >> {unknown}" in message
     assert "\n" not in message
-    with pytest.raises(InputError, match="CHANGED") as changed:
+    with pytest.raises(TargetError, match="CHANGED") as changed:
         resolve(_spec(sshd, device_python, known_hosts=sshd["folder"] / "changed_known_hosts")).prepare()
     assert fingerprint in str(changed.value)
 
@@ -201,9 +196,9 @@ def test_bench_on_the_device_and_hostile_names_run_nothing(cli, tmp_path, sshd, 
     assert not (onnx_model.parent / "HOSTILE").exists() and not Path("HOSTILE").exists()
     # a command word on the device: quoted, so it is one (missing) program, not two commands
     hostile = _spec(sshd, f"{device_python}; touch {marker}")
-    with pytest.raises(InputError, match="was not found on the device"):
+    with pytest.raises(TargetError, match="was not found on the device"):
         resolve(hostile).prepare()
-    assert resolve(hostile).measure(_bench_request(onnx_model), 30)["status"] == "failed"
+    assert measure(resolve(hostile), _bench_request(onnx_model), 30)["status"] == "failed"
     for spec in (f"ssh://{sshd['user']}@127.0.0.1;touch {marker}", f"ssh://root;touch {marker}@127.0.0.1",
                  f"ssh://127.0.0.1:{sshd['port']}?tmpdir=/tmp;touch {marker}", f"ssh://$(touch {marker})"):
         with pytest.raises(InputError):
@@ -228,7 +223,7 @@ def test_a_hanging_step_is_killed_at_its_timeout_and_leaves_nothing(tmp_path, ss
     target = resolve(_spec(sshd, python, tmpdir=str(device_tmp)))
     target.prepare()
     started = time.monotonic()
-    response = target.measure(_bench_request(onnx_model), 3)
+    response = measure(target, _bench_request(onnx_model), 3)
     assert response["status"] == "timeout" and "within 3 s" in response["error"]
     assert time.monotonic() - started < 20
     deadline = time.monotonic() + 5
@@ -253,7 +248,7 @@ def test_a_dropped_connection_is_incomplete_never_ok(tmp_path, sshd, device_pyth
     device_tmp.mkdir()
     target = resolve(_spec(sshd, python, tmpdir=str(device_tmp)))
     target.prepare()
-    response = target.measure(_bench_request(onnx_model), 30)
+    response = measure(target, _bench_request(onnx_model), 30)
     assert response["status"] == "incomplete" and not response["ok"]
     assert "dropped" in response["error"]
     time.sleep(1)

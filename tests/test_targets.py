@@ -4,7 +4,6 @@ several targets measured in parallel across hosts with a deterministic result or
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, ClassVar
 
 import pytest
@@ -83,62 +82,66 @@ def test_recipe_validation_checks_every_target(cli, write_recipe):
 
 
 class _Recorder:
-    """A target that records when it ran; measurements of one host must never overlap."""
+    """A target that records when it ran; measurements of one host must never overlap, and the first
+    measurement on each host waits at a barrier that only all hosts at once can pass."""
 
     active: ClassVar[dict[str, int]] = {}
     lock = threading.Lock()
 
-    def __init__(self, name: str, host: str, log: list) -> None:
-        self.name, self.host, self.log = name, host, log
+    def __init__(self, name: str, host: str, log: list, barrier: threading.Barrier) -> None:
+        self.name, self.host, self.log, self.barrier = name, host, log, barrier
 
     def prepare(self) -> None:
         self.log.append(("prepare", self.name))
 
-    def measure(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    def measure(self, request: Any, timeout_s: float) -> Any:
+        from compress.runtimes.protocol import Response
+
         with self.lock:
             self.active[self.host] = self.active.get(self.host, 0) + 1
             assert self.active[self.host] == 1, f"two measurements at once on {self.host}"
             self.log.append(("start", self.name, threading.current_thread().name))
-        time.sleep(0.05)
+            first = sum(1 for entry in self.log if entry[0] == "start" and entry[1] == self.name) == 1
+        if first and self.name != "cuda:0":  # cuda:0 shares localhost with local: it comes after it
+            self.barrier.wait(timeout=30)  # three hosts measured at the same time, or a BrokenBarrierError
         with self.lock:
             self.active[self.host] -= 1
-        return {"ok": False, "status": "failed", "error": f"recorded on {self.name}"}
+        return Response.failure("failed", f"recorded on {self.name}")
 
 
-def test_verify_measures_hosts_in_parallel_and_keeps_the_order(monkeypatch, tmp_path):
+def test_verify_measures_hosts_in_parallel_and_keeps_the_order(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
     from rich.console import Console
 
     from compress import verify as verify_module
     from compress.artifact import Artifact
 
     log: list = []
-    targets = [_Recorder("local", "localhost", log), _Recorder("cuda:0", "localhost", log),
-               _Recorder("ssh://a", "ssh:a:22", log), _Recorder("ssh://b", "ssh:b:22", log)]
+    barrier = threading.Barrier(3)
+    targets = [_Recorder("local", "localhost", log, barrier), _Recorder("cuda:0", "localhost", log, barrier),
+               _Recorder("ssh://a", "ssh:a:22", log, barrier), _Recorder("ssh://b", "ssh:b:22", log, barrier)]
     verifier = verify_module.Verifier.__new__(verify_module.Verifier)
-    verifier.targets = [(t.name, t) for t in targets]
-    verifier.runtimes = [type("R", (), {"name": "onnxruntime", "formats": ("onnx",)})]
+    verifier.targets = targets
+    verifier.plan = SimpleNamespace(runtimes_for=lambda fmt: ["onnxruntime"], file="recipe.yaml",
+                                    recipe=SimpleNamespace(model=SimpleNamespace(input=SimpleNamespace(name="input"))))
     verifier.folder = tmp_path
     verifier.torch_models = {}
     verifier._parent_outputs = {}
-    measured: list = []
-
-    def fake_measure(artifact, runtime, target_name, target, inputs):
-        target.measure({}, 1.0)
-        return [(artifact.name, runtime.name, target_name)]
-
-    monkeypatch.setattr(verifier, "_measure", fake_measure, raising=False)
-    verifier.loaded = type("L", (), {"recipe": type("Rc", (), {"model": type("M", (), {"input": type(
-        "I", (), {"name": "input"})})})})
-    verifier.data = type("D", (), {"test": type("T", (), {"x": __import__("numpy").zeros((2, 1))})})
+    verifier.data = SimpleNamespace(test=SimpleNamespace(x=np.zeros((2, 1))))
     verifier.console = Console(quiet=True)
+
+    def fake_measure(artifact, runtime, target, inputs):
+        target.measure(None, 1.0)
+        return [(artifact.name, runtime, target.name)]
+
+    verifier._measure = fake_measure
     artifacts = [Artifact(id=f"id{i}", name=f"a{i}", format="onnx", precision="fp32", path=tmp_path / f"a{i}.onnx",
                           sha256="0", lineage=(), parent=None, info={}) for i in range(3)]
-    started = time.monotonic()
     measured = verifier.verify(artifacts)
-    elapsed = time.monotonic() - started
     assert measured == [(a.name, "onnxruntime", t.name) for a in artifacts for t in targets]
     assert [entry for entry in log if entry[0] == "prepare"] == [("prepare", t.name) for t in targets]
     threads = {entry[1]: entry[2] for entry in log if entry[0] == "start"}
     assert threads["local"] == threads["cuda:0"]  # one host: one thread, one after the other
     assert len({threads["local"], threads["ssh://a"], threads["ssh://b"]}) == 3
-    assert elapsed < 12 * 0.05  # 6 on localhost in series, the ssh hosts beside them

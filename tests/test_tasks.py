@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from compress import metrics, tasks
-from compress.quantize.accuracy import Budget
+from compress.budget import Budget, drop
 from tests.conftest import small_recipe
 
 
@@ -40,8 +40,8 @@ def test_agreement_per_task_kind():
 
 
 def test_a_rise_in_perplexity_is_a_drop():
-    assert metrics.drop("perplexity", 10.0, 12.0) == pytest.approx(2.0)
-    assert metrics.drop("top1", 0.9, 0.88) == pytest.approx(0.02)
+    assert drop(10.0, 12.0, metrics.perplexity.lower_is_better) == pytest.approx(2.0)
+    assert drop(0.9, 0.88, metrics.top1.lower_is_better) == pytest.approx(0.02)
     budget = Budget.parse(1.0, lower_is_better=True)
     assert budget.met(10.0, 10.9) and not budget.met(10.0, 11.2)
     assert Budget.parse("5%", lower_is_better=True).met(10.0, 10.4)

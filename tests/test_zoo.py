@@ -32,11 +32,11 @@ def test_digits_models():
 
 
 def test_pruning_keeps_depthwise_separable_blocks_consistent(tmp_path, write_recipe):
+    from compress.contracts import StageContext
     from compress.data import load_data
     from compress.modelio import build_model, load_torch_artifact, save_torch_artifact
     from compress.prune.stage import PruneConfig, PruneStage
     from compress.recipe import load_recipe
-    from compress.stage import StageContext
     from compress.zoo.digits import DigitsMobileNet
     from tests.conftest import small_recipe
 
@@ -44,7 +44,7 @@ def test_pruning_keeps_depthwise_separable_blocks_consistent(tmp_path, write_rec
                                  "input": {"shape": [1, 1, 8, 8]}})
     loaded = load_recipe(write_recipe(recipe))
     model = build_model(loaded.recipe.model, loaded)
-    ctx = StageContext(recipe=loaded, data=load_data(loaded), original=model, console=None, log=None, seed=0)  # type: ignore[arg-type]
+    ctx = StageContext(plan=loaded, data=load_data(loaded), original=model, console=None, log=None, seed=0)  # type: ignore[arg-type]
     config = PruneConfig(target_macs_ratio=0.5, iterative_steps=2, round_to=4)
     before = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
     result = PruneStage(config).run(model, ctx)

@@ -12,7 +12,8 @@ import numpy as np
 from compress.errors import InputError
 
 if TYPE_CHECKING:
-    from compress.recipe import InputSpec, LoadedRecipe
+    from compress.plan import Plan
+    from compress.recipe import InputSpec
 
 
 @dataclass(frozen=True)
@@ -110,11 +111,7 @@ def check_against_input(splits: Splits, spec: InputSpec, *, file: str) -> Splits
     return Splits(**fixed, source=splits.source)
 
 
-def load_data(loaded: LoadedRecipe) -> Splits:
+def load_data(plan: Plan) -> Splits:
     """Load the recipe's data source (a `compress.datasets` plugin) and check it fits the model."""
-    from compress import registry
-
-    config = loaded.recipe.data
-    source = registry.load("compress.datasets", config.source, file=str(loaded.path), field="data.source")
-    splits = source(config, loaded)
-    return check_against_input(splits, loaded.recipe.model.input, file=str(loaded.path))
+    splits = plan.dataset(plan.recipe.data, plan.data_context())
+    return check_against_input(splits, plan.recipe.model.input, file=plan.file)

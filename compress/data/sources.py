@@ -10,12 +10,13 @@ from compress.data.base import Split, Splits, seeded_splits
 from compress.errors import InputError
 
 if TYPE_CHECKING:
-    from compress.recipe import DataConfig, LoadedRecipe
+    from compress.contracts import DataContext
+    from compress.recipe import DataConfig
 
 _SPLIT_NAMES = ("train", "calibration", "test")
 
 
-def digits(config: DataConfig, loaded: LoadedRecipe) -> Splits:
+def digits(config: DataConfig, ctx: DataContext) -> Splits:
     """scikit-learn's 1,797 8x8 digit images (shipped with the package: no download), scaled to [0, 1]."""
     from sklearn.datasets import load_digits
 
@@ -26,9 +27,9 @@ def digits(config: DataConfig, loaded: LoadedRecipe) -> Splits:
                          test_fraction=config.test_fraction, seed=config.seed, source="digits")
 
 
-def digits_sequence(config: DataConfig, loaded: LoadedRecipe) -> Splits:
+def digits_sequence(config: DataConfig, ctx: DataContext) -> Splits:
     """The same digits, each image as a sequence of its 8 rows (8 steps of 8 features)."""
-    splits = digits(config, loaded)
+    splits = digits(config, ctx)
     return Splits(**{name: Split(getattr(splits, name).x[:, 0], getattr(splits, name).y)
                      for name in ("train", "calibration", "test")}, source="digits_sequence")
 
@@ -45,9 +46,9 @@ def _from_arrays(arrays: dict[str, np.ndarray], config: DataConfig, origin: str,
                      "'train_x', 'calibration_x', 'test_x' (and their '_y')", file=file, field="data")
 
 
-def npz(config: DataConfig, loaded: LoadedRecipe) -> Splits:
+def npz(config: DataConfig, ctx: DataContext) -> Splits:
     assert config.path is not None  # the recipe schema requires it for this source
-    path = loaded.resolve_path(config.path)
+    path = ctx.resolve_path(config.path)
     try:
         archive = np.load(path, allow_pickle=False)  # no pickle: arrays only
         if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -55,21 +56,21 @@ def npz(config: DataConfig, loaded: LoadedRecipe) -> Splits:
         with archive:
             arrays = {key: archive[key] for key in archive.files}
     except FileNotFoundError:
-        raise InputError(f"data file not found: {path}", file=str(loaded.path), field="data.path") from None
+        raise InputError(f"data file not found: {path}", file=ctx.file, field="data.path") from None
     except (ValueError, OSError) as exc:
-        raise InputError(f"cannot read {path} as .npz: {exc}", file=str(loaded.path), field="data.path") from None
-    return _from_arrays(arrays, config, path.name, str(loaded.path))
+        raise InputError(f"cannot read {path} as .npz: {exc}", file=ctx.file, field="data.path") from None
+    return _from_arrays(arrays, config, path.name, ctx.file)
 
 
-def from_callable(config: DataConfig, loaded: LoadedRecipe) -> Splits:
+def from_callable(config: DataConfig, ctx: DataContext) -> Splits:
     """`module:attr` returning a dict of arrays, in the same layout as an .npz file."""
     from compress.modelio import resolve_object
 
     assert config.callable is not None
-    function = resolve_object(config.callable, loaded.folder, file=str(loaded.path), field="data.callable")
+    function = resolve_object(config.callable, ctx.folder, file=ctx.file, field="data.callable")
     arrays = function()
     if not isinstance(arrays, dict):
         raise InputError(f"{config.callable} returned {type(arrays).__name__}, expected a dict of arrays",
-                         file=str(loaded.path), field="data.callable")
+                         file=ctx.file, field="data.callable")
     return _from_arrays({k: np.asarray(v) for k, v in arrays.items()}, config, config.callable,
-                        str(loaded.path))
+                        ctx.file)

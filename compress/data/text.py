@@ -24,7 +24,8 @@ from compress.data.base import Split, Splits
 from compress.errors import InputError
 
 if TYPE_CHECKING:
-    from compress.recipe import DataConfig, LoadedRecipe
+    from compress.contracts import DataContext
+    from compress.recipe import DataConfig
 
 UNKNOWN = "\x00"  # id 0: any character outside the alphabet
 ALPHABET = UNKNOWN + "\n !\"'(),-.:;?" + "0123456789" + "abcdefghijklmnopqrstuvwxyz"
@@ -57,15 +58,14 @@ def _windows(ids: np.ndarray, context: int, stride: int) -> Split:
     return Split(ids[index], ids[index + 1])
 
 
-def text(config: DataConfig, loaded: LoadedRecipe) -> Splits:
-    file = str(loaded.path)
-    spec = loaded.recipe.model.input
-    if len(spec.shape) != 2 or not spec.dtype.startswith("int"):
+def text(config: DataConfig, ctx: DataContext) -> Splits:
+    file = ctx.file
+    if len(ctx.input_shape) != 2 or not ctx.input_dtype.startswith("int"):
         raise InputError(f"the text source feeds token ids of shape [batch, context] (int64); model.input is "
-                         f"shape {spec.shape}, dtype {spec.dtype}", file=file, field="model.input.shape")
-    context = spec.shape[1]
+                         f"shape {ctx.input_shape}, dtype {ctx.input_dtype}", file=file, field="model.input.shape")
+    context = ctx.input_shape[1]
     if config.path:
-        path = loaded.resolve_path(config.path)
+        path = ctx.resolve_path(config.path)
         try:
             corpus = path.read_text(encoding="utf-8")
         except FileNotFoundError:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from compress.stage import StageContext, StageResult
+from compress.contracts import StageContext, StageResult
 
 if TYPE_CHECKING:
     import torch
@@ -53,6 +53,7 @@ class DistillConfig(BaseModel):
 class DistillStage:
     Config = DistillConfig
     requires = ("torch",)
+    libraries = ()
 
     def __init__(self, config: DistillConfig) -> None:
         self.config = config
@@ -62,7 +63,7 @@ class DistillStage:
             return ctx.original
         from compress.modelio import build_model
 
-        return build_model(self.config.teacher, ctx.recipe, prefix="distill.teacher")  # type: ignore[arg-type]
+        return build_model(self.config.teacher, ctx.plan, prefix="distill.teacher")  # type: ignore[arg-type]
 
     def run(self, model: torch.nn.Module, ctx: StageContext) -> StageResult:
         from compress.tasks import distillation_loss
@@ -70,8 +71,8 @@ class DistillStage:
 
         config = self.config
         teacher = self._teacher(ctx).eval()
-        loss_fn = distillation_loss(ctx.recipe.recipe.task.kind, teacher, config.temperature, config.alpha)
-        frozen = freeze_parameters(model, config.freeze, file=str(ctx.recipe.path), field="distill.freeze")
+        loss_fn = distillation_loss(ctx.task_kind, teacher, config.temperature, config.alpha)
+        frozen = freeze_parameters(model, config.freeze, file=ctx.file, field="distill.freeze")
         history = fit(model, ctx.data.train, epochs=config.epochs, lr=config.lr,
                       batch_size=config.batch_size, seed=ctx.seed, loss_fn=loss_fn, console=ctx.console,
                       description="distill", weight_decay=config.weight_decay)

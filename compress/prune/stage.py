@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from compress.contracts import StageContext, StageResult
 from compress.errors import InputError, StageError
-from compress.stage import StageContext, StageResult
 
 if TYPE_CHECKING:
     import torch
@@ -84,6 +84,7 @@ def _attention_modules(model: torch.nn.Module) -> list[tuple[torch.nn.Module, tu
 class PruneStage:
     Config = PruneConfig
     requires = ("torch_pruning",)
+    libraries = ("torch-pruning",)
     install_hint = "pip install torch-pruning"
 
     def __init__(self, config: PruneConfig) -> None:
@@ -109,7 +110,7 @@ class PruneStage:
 
         example = ctx.example_input()
         config = self.config
-        loss_fn = training_loss(ctx.recipe.recipe.task.kind)  # taylor importance: gradients of the task loss
+        loss_fn = training_loss(ctx.task_kind)  # taylor importance: gradients of the task loss
         if config.importance == "taylor":
             importance = tp.importance.GroupTaylorImportance()
         else:
@@ -155,7 +156,7 @@ class PruneStage:
     def run(self, model: torch.nn.Module, ctx: StageContext) -> StageResult:
         import torch_pruning as tp
 
-        file = str(ctx.recipe.path)
+        file = ctx.file
         config = self.config
         reason = self._unsupported(model)
         if reason is not None:

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from compress.stage import StageResult
+from compress.contracts import StageResult
 
 if TYPE_CHECKING:
     import torch
 
-    from compress.stage import StageContext
+    from compress.contracts import StageContext
 
 
 class ScaleLogitsConfig(BaseModel):

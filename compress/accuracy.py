@@ -13,67 +13,51 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from compress.budget import Budget
 from compress.errors import StageError
 
-
-@dataclass(frozen=True)
-class Budget:
-    """`max_accuracy_drop` from the recipe: 0.01 is one point; "1%" is 1% of the parent's score."""
-
-    value: float
-    relative: bool
-    lower_is_better: bool = False  # perplexity: a drop is a rise
-
-
-    @classmethod
-    def parse(cls, raw: float | str, lower_is_better: bool = False) -> Budget:
-        if isinstance(raw, str):
-            text = raw.strip()
-            if not text.endswith("%"):
-                return cls(float(text), relative=False, lower_is_better=lower_is_better)
-            return cls(float(text[:-1]) / 100.0, relative=True, lower_is_better=lower_is_better)
-        return cls(float(raw), relative=False, lower_is_better=lower_is_better)
-
-    def drop(self, reference: float, score: float) -> float:
-        """How much worse `score` is than `reference`; positive is worse."""
-        return score - reference if self.lower_is_better else reference - score
-
-    def allowed_drop(self, reference: float) -> float:
-        return self.value * abs(reference) if self.relative else self.value
-
-    def met(self, reference: float, score: float) -> bool:
-        """A drop at the budget passes (up to float rounding: 0.90 - 0.89 is 0.01000000000000001);
-        anything over fails; NaN never meets a budget."""
-        from compress.gates import at_most
-
-        return at_most(self.drop(reference, score), self.allowed_drop(reference))
-
-    def describe(self) -> str:
-        return f"{self.value * 100:g}%" if self.relative else f"{self.value:g}"
+if TYPE_CHECKING:
+    from compress.contracts import Metric, RunOutputs
 
 
 @dataclass
 class Validation:
-    """What the accuracy-aware search scores candidates with."""
+    """What accuracy-aware int8 of one format scores candidates with (compress.contracts.Validation):
+    its scoring runtime run in this process on the calibration split, never the test split."""
 
     x: np.ndarray
     y: np.ndarray | None
-    metric: Callable[..., float]
+    metric: Metric
     budget: Budget
     input_name: str
     runtime: str  # the runtime that scores candidates of this format
+    run: RunOutputs
     reference: np.ndarray | None = None  # the original model's outputs on x (for the cosine metric)
+    input_transpose: list[int] | None = None  # the format's input layout (channels-last)
+    batch_size: int = 64
 
-    def score(self, path: Path, batch_size: int = 64) -> float:
-        from runtimes.agent import collect_outputs, load_backend
+    def score(self, path: Path) -> float:
+        x = self.x if not self.input_transpose else np.ascontiguousarray(self.x.transpose(self.input_transpose))
+        outputs = np.concatenate([self.run(self.runtime, path, {self.input_name: x[i:i + self.batch_size]})[0]
+                                  for i in range(0, len(x), self.batch_size)])
+        return float(self.metric(outputs, self.y, reference=self.reference))
 
-        backend = load_backend(self.runtime, str(path))
-        outputs = collect_outputs(backend, {self.input_name: self.x}, batch_size)
-        return float(self.metric(outputs[0], self.y, reference=self.reference))
+    def met(self, reference: float, score: float) -> bool:
+        return self.budget.met(reference, score)
+
+    def search(self, quantize: Callable[[list[str], Path], None], candidates: list[str], reference: float,
+               dest: Path) -> SearchReport:
+        return greedy_keep_in_float(quantize, candidates, reference, self, dest)
+
+    def report(self, reference: float, score: float, kept_in_float: list[str],
+               steps: list[dict[str, Any]]) -> SearchReport:
+        return SearchReport(reference=reference, budget=self.budget.describe(),
+                            allowed_drop=self.budget.allowed_drop(reference), kept_in_float=kept_in_float,
+                            met=self.met(reference, score), score=score, steps=steps)
 
 
 @dataclass

@@ -25,17 +25,15 @@ import shlex
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-from compress.errors import InputError
-from runtimes import remote
+from ..protocol import Request, Response
+from . import TargetError, remote
 
 OPTIONS = {"python": "Python on the device", "identity": "private key file", "known_hosts": "known_hosts file",
            "connect_timeout": "seconds", "transfer_timeout": "seconds", "tmpdir": "folder on the device"}
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
-_REMOTE_DIR = re.compile(r"/[A-Za-z0-9._/-]+")
 _PROBE = ("import json, platform, sys\n"
           "try:\n    import numpy; n = numpy.__version__\nexcept ImportError:\n    n = None\n"
           "print(json.dumps({'python': platform.python_version(), 'executable': sys.executable, 'numpy': n,"
@@ -95,7 +93,7 @@ class SshTarget:
             raise ValueError("the port must be a number from 1 to 65535")
         options = remote.parse_options(parts.query, OPTIONS)
         tmpdir = options.get("tmpdir")
-        if tmpdir is not None and not _REMOTE_DIR.fullmatch(tmpdir):
+        if tmpdir is not None and not remote.REMOTE_DIR.fullmatch(tmpdir):
             raise ValueError(f"option tmpdir={tmpdir!r} must be an absolute path of letters, digits and ._/-")
         return cls(host, user=user, port=port, python=remote.remote_word(options, "python", "python3"),
                    identity=remote.local_file(options, "identity"),
@@ -174,28 +172,28 @@ class SshTarget:
         try:
             done = self._run(command, timeout=self.connect_timeout + 30)
         except subprocess.TimeoutExpired:
-            raise InputError(f"target {self.name}: no answer within {self.connect_timeout + 30:g} s") from None
+            raise TargetError(f"target {self.name}: no answer within {self.connect_timeout + 30:g} s") from None
         except FileNotFoundError:
-            raise InputError(f"target {self.name}: the ssh client is not installed here (openssh-client)") from None
+            raise TargetError(f"target {self.name}: the ssh client is not installed here (openssh-client)") from None
         if done.returncode == 255:
             reason = self._connection_error(done.stderr) or f"ssh failed: {remote.last_line(done.stderr)}"
-            raise InputError(f"target {self.name}: {reason}")
+            raise TargetError(f"target {self.name}: {reason}")
         if done.returncode in (126, 127):
-            raise InputError(f"target {self.name}: {self.python!r} was not found on the device "
+            raise TargetError(f"target {self.name}: {self.python!r} was not found on the device "
                              f"({remote.last_line(done.stderr)}); give its path with ?python=/path/to/python3")
         try:
             probe = json.loads(remote.last_line(done.stdout))
         except ValueError:
-            raise InputError(f"target {self.name}: {self.python!r} on the device did not answer as Python 3 "
+            raise TargetError(f"target {self.name}: {self.python!r} on the device did not answer as Python 3 "
                              f"({remote.last_line(done.stderr or done.stdout, 'no output')})") from None
         if not probe.get("ok"):
-            raise InputError(f"target {self.name}: the agent needs Python 3.8+; {probe['executable']} is "
+            raise TargetError(f"target {self.name}: the agent needs Python 3.8+; {probe['executable']} is "
                              f"{probe['python']}")
         if probe.get("numpy") is None:
-            raise InputError(f"target {self.name}: numpy is not installed on the device (python {probe['python']} "
+            raise TargetError(f"target {self.name}: numpy is not installed on the device (python {probe['python']} "
                              f"at {probe['executable']}): pip install numpy")
 
-    def measure(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    def measure(self, request: Request, timeout_s: float) -> Response:
         folder: str | None = None
         try:
             with tempfile.TemporaryDirectory(prefix="compress-ssh-") as scratch:
@@ -203,7 +201,7 @@ class SshTarget:
                 try:
                     remote.pack(request, bundle)
                 except OSError as exc:
-                    return {"ok": False, "status": "failed", "error": f"cannot pack the request: {exc}"}
+                    return Response.failure("failed", f"cannot pack the request: {exc}")
                 folder, failure = self._upload(bundle)
                 if failure:
                     return failure
@@ -221,76 +219,68 @@ class SshTarget:
         base = shlex.quote(self.tmpdir) if self.tmpdir else '"${TMPDIR:-/tmp}"'
         return f"{base}/compress-agent.XXXXXXXX"
 
-    def _upload(self, bundle: Path) -> tuple[str | None, dict[str, Any] | None]:
+    def _upload(self, bundle: Path) -> tuple[str | None, Response | None]:
         command = f'umask 077 && d=$(mktemp -d {self._template()}) && echo "$d" && cd "$d" && tar -xf -'
         try:
             done = self._run(command, timeout=self.transfer_timeout, stdin=bundle)
         except subprocess.TimeoutExpired:
-            return None, {"ok": False, "status": "timeout",
-                          "error": f"copying to {self.name} took more than {self.transfer_timeout:g} s"}
+            return None, Response.failure("timeout", f"copying to {self.name} took more than "
+                                                     f"{self.transfer_timeout:g} s")
         first = done.stdout.decode(errors="replace").split("\n", 1)[0].strip()
-        folder = first if _REMOTE_DIR.fullmatch(first) and "compress-agent." in first else None
+        folder = first if remote.REMOTE_DIR.fullmatch(first) and "compress-agent." in first else None
         if done.returncode != 0:
             reason = (self._connection_error(done.stderr) if done.returncode == 255 else None) or \
                 remote.last_line(done.stderr, f"exit code {done.returncode}")
             status = "incomplete" if done.returncode == 255 else "failed"
-            return folder, {"ok": False, "status": status, "error": f"copying to {self.name} failed: {reason}"}
+            return folder, Response.failure(status, f"copying to {self.name} failed: {reason}")
         if folder is None:
-            return None, {"ok": False, "status": "failed",
-                          "error": f"{self.name}: mktemp -d on the device gave {first!r}"}
+            return None, Response.failure("failed", f"{self.name}: mktemp -d on the device gave {first!r}")
         return folder, None
 
-    def _execute(self, folder: str, timeout_s: float) -> tuple[dict[str, Any] | None, Any]:
-        # The SSH session's shell leads its own process group (sshd starts it with setsid); it
-        # writes that id down and becomes the agent, so killing the group kills all it started.
-        command = (f"cd {shlex.quote(folder)} && echo $$ > {remote.PGID} && "
-                   f"exec {shlex.quote(self.python)} agent.py {remote.REQUEST}")
+    def _execute(self, folder: str, timeout_s: float) -> tuple[Response | None, subprocess.CompletedProcess | None]:
+        # The SSH session's shell leads its own process group (sshd starts it with setsid).
+        command = remote.run_in_group_command(folder, self.python, ["agent.py", remote.REQUEST], replace_shell=True)
         try:
             done = self._run(command, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             killed = self._kill(folder)
-            return {"ok": False, "status": "timeout",
-                    "error": f"the measurement on {self.name} did not finish within {timeout_s:g} s and was "
-                             f"killed{'' if killed else ' (the kill could not be confirmed)'}"}, None
+            return Response.failure("timeout", f"the measurement on {self.name} did not finish within {timeout_s:g} s "
+                                    f"and was killed{'' if killed else ' (the kill could not be confirmed)'}"), None
         if done.returncode == 255:
             self._kill(folder)
             reason = remote.last_line(done.stderr, "no message")
-            return {"ok": False, "status": "incomplete",
-                    "error": f"the connection to {self.name} dropped during the measurement ({reason})"}, None
+            return Response.failure("incomplete", f"the connection to {self.name} dropped during the measurement "
+                                                  f"({reason})"), None
         if done.returncode in (126, 127):
-            return {"ok": False, "status": "failed",
-                    "error": f"{self.python!r} was not found on the device ({remote.last_line(done.stderr)})"}, None
+            return Response.failure("failed", f"{self.python!r} was not found on the device "
+                                              f"({remote.last_line(done.stderr)})"), None
         return None, done
 
-    def _fetch(self, folder: str, request: dict[str, Any],
-               ran: subprocess.CompletedProcess) -> tuple[dict[str, Any], str | None]:
+    def _fetch(self, folder: str, request: Request,
+               ran: subprocess.CompletedProcess) -> tuple[Response, str | None]:
         q = shlex.quote(folder)
         command = (f"cd {q} && if [ -f {remote.OUTPUTS} ]; then tar -cf - {remote.RESPONSE} {remote.OUTPUTS}; "
                    f"else tar -cf - {remote.RESPONSE}; fi; s=$?; cd / && rm -rf {q}; exit $s")
         try:
             done = self._run(command, timeout=self.transfer_timeout)
         except subprocess.TimeoutExpired:
-            return {"ok": False, "status": "incomplete",
-                    "error": f"copying the results back from {self.name} took more than "
-                             f"{self.transfer_timeout:g} s"}, folder
+            return Response.failure("incomplete", f"copying the results back from {self.name} took more than "
+                                                  f"{self.transfer_timeout:g} s"), folder
         if done.returncode == 255:
-            return {"ok": False, "status": "incomplete",
-                    "error": f"the connection to {self.name} dropped while copying the results back "
-                             f"({remote.last_line(done.stderr)})"}, folder
+            return Response.failure("incomplete", f"the connection to {self.name} dropped while copying the results "
+                                                  f"back ({remote.last_line(done.stderr)})"), folder
         response = remote.unpack(done.stdout, request) if done.returncode == 0 else None
         if response is None:
             tail = remote.last_line(ran.stderr, f"exit code {ran.returncode}")
-            return {"ok": False, "status": "failed",
-                    "error": f"the agent on {self.name} crashed (exit code {ran.returncode}): {tail}"}, None
-        if request.get("outputs") and response.get("ok") and not Path(request["outputs"]).is_file():
-            return {"ok": False, "status": "incomplete", "error": f"{self.name} sent no outputs back"}, None
+            return Response.failure("failed", f"the agent on {self.name} crashed (exit code {ran.returncode}): "
+                                              f"{tail}"), None
+        if request.outputs and response.ok and not Path(request.outputs).is_file():
+            return Response.failure("incomplete", f"{self.name} sent no outputs back"), None
         return response, None
 
     def _kill(self, folder: str) -> bool:
         """Kill the agent's process group on the device (over a new connection)."""
-        q = shlex.quote(folder)
-        command = (f'p=$(cat {q}/{remote.PGID} 2>/dev/null) && [ -n "$p" ] && '
-                   f'{{ kill -9 -"$p" 2>/dev/null || kill -9 "$p" 2>/dev/null; }}; exit 0')
+        command = remote.kill_group_command(folder) + "; exit 0"
         try:
             return self._run(command, timeout=self.connect_timeout + 15).returncode == 0
         except subprocess.TimeoutExpired:

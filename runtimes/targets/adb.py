@@ -27,16 +27,14 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-from compress.errors import InputError
-from runtimes import remote
+from ..protocol import LatencyStats, Request, Response, RuntimeInfo
+from . import TargetError, remote
 
 OPTIONS = {"benchmark_model": "path on the device", "python": "path on the device", "adb": "adb binary here",
            "tmpdir": "folder on the device", "transfer_timeout": "seconds"}
 SERIAL = re.compile(r"[A-Za-z0-9._:-]+")
-_REMOTE_DIR = re.compile(r"/[A-Za-z0-9._/-]+")
 _EXIT = "compress-exit:"
 _TIMINGS = re.compile(r"Inference timings in us: Init: ([\d.e+]+), First inference: ([\d.e+]+), "
                       r"Warmup \(avg\): ([\d.e+]+), Inference \(avg\): ([\d.e+]+)")
@@ -68,7 +66,7 @@ def parse_devices(text: str) -> list[tuple[str, str]]:
     return devices
 
 
-def parse_benchmark(text: str, threads: int, warmup: int) -> dict[str, Any]:
+def parse_benchmark(text: str, threads: int, warmup: int) -> LatencyStats:
     """benchmark_model's summary as the agent's latency record (milliseconds)."""
     timings = _TIMINGS.search(text)
     stats = [m for m in _STAT.finditer(text)]
@@ -79,10 +77,10 @@ def parse_benchmark(text: str, threads: int, warmup: int) -> dict[str, Any]:
     median = float(stat.group(5)) if stat.group(5) else mean
     upper = float(stat.group(6)) if stat.group(6) else high
     mean_ms = float(timings.group(4)) / 1000.0
-    return {"p50_ms": median / 1000.0, "p90_ms": upper / 1000.0, "p99_ms": upper / 1000.0, "mean_ms": mean_ms,
-            "min_ms": low / 1000.0, "max_ms": high / 1000.0, "runs": count, "seconds": count * mean / 1e6,
-            "throughput_per_s": 1000.0 / mean_ms if mean_ms > 0 else 0.0, "batch_size": 1, "threads": threads,
-            "warmup": warmup, "trial_p50_ms": [median / 1000.0]}
+    return LatencyStats(p50_ms=median / 1000.0, p90_ms=upper / 1000.0, p99_ms=upper / 1000.0, mean_ms=mean_ms,
+                        min_ms=low / 1000.0, max_ms=high / 1000.0, runs=count, seconds=count * mean / 1e6,
+                        throughput_per_s=1000.0 / mean_ms if mean_ms > 0 else 0.0, batch_size=1, threads=threads,
+                        warmup=warmup, trial_p50_ms=[median / 1000.0])
 
 
 class AdbTarget:
@@ -113,7 +111,7 @@ class AdbTarget:
                              "binary on the device) or ?python=/path/to/python3 (the agent, where the device has "
                              "Python)")
         tmpdir = options.get("tmpdir", "/data/local/tmp")
-        if not _REMOTE_DIR.fullmatch(tmpdir):
+        if not remote.REMOTE_DIR.fullmatch(tmpdir):
             raise ValueError(f"option tmpdir={tmpdir!r} must be an absolute path of letters, digits and ._/-")
         adb = options.get("adb")
         if adb is not None and not Path(adb).expanduser().is_file():
@@ -127,7 +125,7 @@ class AdbTarget:
     def _binary(self) -> str:
         found = self.adb or shutil.which("adb")
         if not found:
-            raise InputError(f"target {self.name}: adb is not installed here (install Android platform-tools, "
+            raise TargetError(f"target {self.name}: adb is not installed here (install Android platform-tools, "
                              "or give its path with ?adb=/path/to/adb)")
         return found
 
@@ -161,69 +159,69 @@ class AdbTarget:
         try:
             done = self._adb("devices", "-l", timeout=60, serial=False)
         except subprocess.TimeoutExpired:
-            raise InputError(f"target {self.name}: adb devices did not answer within 60 s") from None
+            raise TargetError(f"target {self.name}: adb devices did not answer within 60 s") from None
         if done.returncode != 0:
-            raise InputError(f"target {self.name}: adb devices failed: {remote.last_line(done.stderr)}")
+            raise TargetError(f"target {self.name}: adb devices failed: {remote.last_line(done.stderr)}")
         devices = parse_devices(done.stdout.decode(errors="replace"))
         listed = ", ".join(f"{s} ({state})" for s, state in devices) or "none attached"
         if self.serial is None:
             if not devices:
-                raise InputError(f"target {self.name}: no device is attached (adb devices lists none)")
+                raise TargetError(f"target {self.name}: no device is attached (adb devices lists none)")
             if len(devices) > 1:
-                raise InputError(f"target {self.name}: several devices are attached ({listed}); name one, "
+                raise TargetError(f"target {self.name}: several devices are attached ({listed}); name one, "
                                  f"e.g. adb://{devices[0][0]}")
             serial, state = devices[0]
         else:
             matches = [d for d in devices if d[0] == self.serial]
             if not matches:
-                raise InputError(f"target {self.name}: no device with serial {self.serial} is attached "
+                raise TargetError(f"target {self.name}: no device with serial {self.serial} is attached "
                                  f"(adb devices: {listed})")
             serial, state = matches[0]
         if state != "device":
             reason = _DEVICE_STATES.get(state, f"is in state {state!r}, not ready")
-            raise InputError(f"target {self.name}: device {serial} {reason}")
+            raise TargetError(f"target {self.name}: device {serial} {reason}")
         self._resolved = serial
         program = self.benchmark_model or self.python
         assert program is not None
         try:
             code, _, _ = self._shell(f"test -x {shlex.quote(program)}", timeout=60)
         except subprocess.TimeoutExpired:
-            raise InputError(f"target {self.name}: adb shell did not answer within 60 s") from None
+            raise TargetError(f"target {self.name}: adb shell did not answer within 60 s") from None
         if code != 0:
             what = "benchmark_model" if self.benchmark_model else "python"
-            raise InputError(f"target {self.name}: {what} {program} is not an executable file on the device"
+            raise TargetError(f"target {self.name}: {what} {program} is not an executable file on the device"
                              + (" (push TFLite's benchmark_model there and chmod +x it)" if self.benchmark_model
                                 else ""))
 
     # -- the Target contract ---------------------------------------------------------------------
 
-    def measure(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        model = Path(request["model"])
-        if self.benchmark_model and (request["runtime"] != "litert" or model.suffix.lower() != ".tflite"):
-            return {"ok": False, "status": "failed",
-                    "error": f"benchmark_model runs .tflite models (runtime litert) only, not {request['runtime']} "
-                             f"{model.name}; give ?python=... to run the agent on {self.name}"}
-        if request.get("device", "cpu") != "cpu" and self.benchmark_model:
-            return {"ok": False, "status": "failed", "error": "benchmark_model measures the CPU here (device cpu)"}
+    def measure(self, request: Request, timeout_s: float) -> Response:
+        model = Path(request.model)
+        if self.benchmark_model and (request.runtime != "litert" or model.suffix.lower() != ".tflite"):
+            return Response.failure("failed", f"benchmark_model runs .tflite models (runtime litert) only, not "
+                                              f"{request.runtime} {model.name}; give ?python=... to run the agent on "
+                                              f"{self.name}")
+        if request.device != "cpu" and self.benchmark_model:
+            return Response.failure("failed", "benchmark_model measures the CPU here (device cpu)")
         folder: str | None = None
         try:
             try:
                 code, out, err = self._shell(f"umask 077 && mktemp -d {shlex.quote(self.tmpdir)}/compress-agent."
                                              "XXXXXXXX", timeout=self.transfer_timeout)
             except subprocess.TimeoutExpired:
-                return {"ok": False, "status": "timeout", "error": f"adb shell on {self.name} did not answer"}
+                return Response.failure("timeout", f"adb shell on {self.name} did not answer")
             candidate = out.strip().splitlines()[-1] if out.strip() else ""
-            if code != 0 or not _REMOTE_DIR.fullmatch(candidate):
-                return {"ok": False, "status": "failed",
-                        "error": f"mktemp -d on {self.name} failed: {remote.last_line(err or out, 'no output')}"}
+            if code != 0 or not remote.REMOTE_DIR.fullmatch(candidate):
+                return Response.failure("failed", f"mktemp -d on {self.name} failed: "
+                                                  f"{remote.last_line(err or out, 'no output')}")
             folder = candidate
             with tempfile.TemporaryDirectory(prefix="compress-adb-") as scratch:
                 if self.benchmark_model:
                     return self._benchmark(folder, request, timeout_s)
                 return self._agent(folder, request, timeout_s, Path(scratch))
         except subprocess.TimeoutExpired:
-            return {"ok": False, "status": "timeout",
-                    "error": f"copying to or from {self.name} took more than {self.transfer_timeout:g} s"}
+            return Response.failure("timeout", f"copying to or from {self.name} took more than "
+                                               f"{self.transfer_timeout:g} s")
         finally:
             if folder is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -234,66 +232,58 @@ class AdbTarget:
         return None if done.returncode == 0 else remote.last_line(done.stderr or done.stdout, "adb push failed")
 
     def _run_timed(self, folder: str, program: str, args: list[str], timeout_s: float
-                   ) -> tuple[dict[str, Any] | None, int | None, str, str]:
-        q = shlex.quote(folder)
-        command = (f"cd {q} && echo $$ > {remote.PGID} && {shlex.quote(program)} "
-                   + " ".join(shlex.quote(a) for a in args))
+                   ) -> tuple[Response | None, int | None, str, str]:
         try:
-            code, out, err = self._shell(command, timeout=timeout_s)
+            code, out, err = self._shell(remote.run_in_group_command(folder, program, args, replace_shell=False),
+                                         timeout=timeout_s)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self._shell(f'p=$(cat {q}/{remote.PGID} 2>/dev/null) && [ -n "$p" ] && '
-                            f'{{ kill -9 -"$p" 2>/dev/null || kill -9 "$p"; }}', timeout=60)
-            return ({"ok": False, "status": "timeout",
-                     "error": f"the measurement on {self.name} did not finish within {timeout_s:g} s and was killed"},
-                    None, "", "")
+                self._shell(remote.kill_group_command(folder), timeout=60)
+            return (Response.failure("timeout", f"the measurement on {self.name} did not finish within {timeout_s:g} s "
+                                                "and was killed"), None, "", "")
         if code is None:
-            return ({"ok": False, "status": "incomplete",
-                     "error": f"the adb connection to {self.name} ended during the measurement "
-                              f"({remote.last_line(err or out, 'no message')})"}, None, out, err)
+            return (Response.failure("incomplete", f"the adb connection to {self.name} ended during the measurement "
+                                                   f"({remote.last_line(err or out, 'no message')})"), None, out, err)
         return None, code, out, err
 
-    def _benchmark(self, folder: str, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        failure = self._push(Path(request["model"]), f"{folder}/model.tflite")
+    def _benchmark(self, folder: str, request: Request, timeout_s: float) -> Response:
+        failure = self._push(Path(request.model), f"{folder}/model.tflite")
         if failure:
-            return {"ok": False, "status": "failed", "error": f"adb push to {self.name} failed: {failure}"}
-        latency = request.get("latency") or {}
-        threads = int(request.get("threads", 1))
-        warmup = int(latency.get("warmup", 10))
-        args = [f"--graph={folder}/model.tflite", f"--num_threads={threads}", f"--warmup_runs={warmup}",
-                f"--num_runs={int(latency.get('min_runs', 50))}",
-                f"--min_secs={float(latency.get('min_seconds', 1.0))}",
-                f"--max_secs={float(latency.get('max_seconds', 120.0))}"]
+            return Response.failure("failed", f"adb push to {self.name} failed: {failure}")
+        plan = request.latency
+        warmup = plan.warmup if plan else 10
+        args = [f"--graph={folder}/model.tflite", f"--num_threads={request.threads}", f"--warmup_runs={warmup}",
+                f"--num_runs={plan.min_runs if plan else 50}",
+                f"--min_secs={float(plan.min_seconds if plan else 1.0)}",
+                f"--max_secs={float(plan.max_seconds if plan else 120.0)}"]
         assert self.benchmark_model is not None
         failure_response, code, out, err = self._run_timed(folder, self.benchmark_model, args, timeout_s)
         if failure_response:
             return failure_response
         if code != 0:
-            return {"ok": False, "status": "failed",
-                    "error": f"benchmark_model on {self.name} failed (exit code {code}): "
-                             f"{remote.last_line(err or out, 'no output')}"}
+            return Response.failure("failed", f"benchmark_model on {self.name} failed (exit code {code}): "
+                                              f"{remote.last_line(err or out, 'no output')}")
         try:
-            stats = parse_benchmark(out, threads, warmup)
+            stats = parse_benchmark(out, request.threads, warmup)
         except ValueError as exc:
-            return {"ok": False, "status": "failed", "error": f"{self.name}: {exc}"}
-        return {"protocol": 1, "ok": True, "status": "ok", "error": None, "outputs": None,
-                "runtime": {"name": "litert", "version": "benchmark_model", "device": "cpu"},
-                "device": {"serial": self._resolved, "benchmark_model": self.benchmark_model}, "latency": stats}
+            return Response.failure("failed", f"{self.name}: {exc}")
+        return Response(ok=True, status="ok", runtime=RuntimeInfo(name="litert", version="benchmark_model"),
+                        device={"serial": self._resolved, "benchmark_model": self.benchmark_model}, latency=stats)
 
-    def _agent(self, folder: str, request: dict[str, Any], timeout_s: float, scratch: Path) -> dict[str, Any]:
+    def _agent(self, folder: str, request: Request, timeout_s: float, scratch: Path) -> Response:
         bundle = scratch / "bundle.tar"
         try:
             remote.pack(request, bundle)
         except OSError as exc:
-            return {"ok": False, "status": "failed", "error": f"cannot pack the request: {exc}"}
+            return Response.failure("failed", f"cannot pack the request: {exc}")
         failure = self._push(bundle, f"{folder}/bundle.tar")
         if failure:
-            return {"ok": False, "status": "failed", "error": f"adb push to {self.name} failed: {failure}"}
+            return Response.failure("failed", f"adb push to {self.name} failed: {failure}")
         code, out, err = self._shell(f"cd {shlex.quote(folder)} && tar -xf bundle.tar && rm bundle.tar",
                                      timeout=self.transfer_timeout)
         if code != 0:
-            return {"ok": False, "status": "failed",
-                    "error": f"unpacking on {self.name} failed: {remote.last_line(err or out, 'no output')}"}
+            return Response.failure("failed", f"unpacking on {self.name} failed: "
+                                              f"{remote.last_line(err or out, 'no output')}")
         assert self.python is not None
         failure_response, code, out, err = self._run_timed(folder, self.python, ["agent.py", remote.REQUEST],
                                                            timeout_s)
@@ -302,19 +292,18 @@ class AdbTarget:
         response_file = scratch / remote.RESPONSE
         pulled = self._adb("pull", f"{folder}/{remote.RESPONSE}", str(response_file), timeout=self.transfer_timeout)
         try:
-            response = json.loads(response_file.read_text()) if pulled.returncode == 0 else None
+            data = json.loads(response_file.read_text()) if pulled.returncode == 0 else None
         except (OSError, ValueError):
-            response = None
-        if not isinstance(response, dict):
-            return {"ok": False, "status": "failed",
-                    "error": f"the agent on {self.name} crashed (exit code {code}): "
-                             f"{remote.last_line(err or out, 'no output')}"}
-        response.setdefault("status", "ok" if response.get("ok") else "failed")
-        if response.get("ok") and request.get("outputs"):
-            pulled = self._adb("pull", f"{folder}/{remote.OUTPUTS}", str(request["outputs"]),
+            data = None
+        if not isinstance(data, dict):
+            return Response.failure("failed", f"the agent on {self.name} crashed (exit code {code}): "
+                                              f"{remote.last_line(err or out, 'no output')}")
+        response = Response.from_json(data)
+        if response.ok and request.outputs:
+            pulled = self._adb("pull", f"{folder}/{remote.OUTPUTS}", str(request.outputs),
                                timeout=self.transfer_timeout)
             if pulled.returncode != 0:
-                return {"ok": False, "status": "incomplete", "error": f"{self.name} sent no outputs back: "
-                        f"{remote.last_line(pulled.stderr)}"}
-            response["outputs"] = request["outputs"]
+                return Response.failure("incomplete", f"{self.name} sent no outputs back: "
+                                                      f"{remote.last_line(pulled.stderr)}")
+            response.outputs = request.outputs
         return response

@@ -11,11 +11,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from typing import Any
 
-from compress.errors import InputError
-from runtimes import remote
-from runtimes.local import LocalTarget
+from ..protocol import Request, Response
+from . import TargetError, remote
+from .local import run_agent
 
 _SPEC = re.compile(r"cuda(?::(\d{1,2}))?(?:\?(.*))?")
 _REFUSED = {
@@ -30,7 +29,6 @@ class CudaTarget:
         self.index, self.provider = index, provider
         self.name = f"cuda:{index}" + ("/tensorrt" if provider == "tensorrt" else "")
         self.host = "localhost"  # the same machine as `local`: measured one after the other
-        self._local = LocalTarget()
 
     @classmethod
     def from_spec(cls, spec: str) -> CudaTarget:
@@ -58,10 +56,10 @@ class CudaTarget:
         if not gpus:
             reason = ("nvidia-smi is not installed" if shutil.which("nvidia-smi") is None
                       else "nvidia-smi lists no GPU")
-            raise InputError(f"target {self.name}: no CUDA GPU here ({reason}); measure on a machine with an "
+            raise TargetError(f"target {self.name}: no CUDA GPU here ({reason}); measure on a machine with an "
                              "NVIDIA GPU and its driver, or use target local")
         if self.index >= len(gpus):
-            raise InputError(f"target {self.name}: this machine has {len(gpus)} CUDA GPU(s): "
+            raise TargetError(f"target {self.name}: this machine has {len(gpus)} CUDA GPU(s): "
                              f"{', '.join(f'cuda:{i}' for i in range(len(gpus)))}")
 
     def device_for(self, runtime: str) -> str:
@@ -74,9 +72,9 @@ class CudaTarget:
             raise ValueError(f"{runtime} has no TensorRT provider; use target cuda:{self.index}")
         return f"cuda:{self.index}"
 
-    def measure(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    def measure(self, request: Request, timeout_s: float) -> Response:
         try:
-            device = self.device_for(request["runtime"])
+            device = self.device_for(request.runtime)
         except ValueError as exc:
-            return {"ok": False, "status": "failed", "error": str(exc)}
-        return self._local.measure({**request, "device": device}, timeout_s)
+            return Response.failure("failed", str(exc))
+        return run_agent(request.replace(device=device), timeout_s)

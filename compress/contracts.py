@@ -1,0 +1,297 @@
+"""Every plugin kind's contract, in one place.
+
+A plugin is found through its entry-point group and checked against its contract when the
+registry loads it: a plugin missing a member is a one-line error naming its package.
+
+| group               | contract       | what it is                                                      |
+|---------------------|----------------|-----------------------------------------------------------------|
+| compress.stages     | Stage          | a torch -> torch transform with a pydantic Config               |
+| compress.formats    | Format         | one deployment format: layout, export, quantize, read-back      |
+| compress.runtimes   | RuntimeBackend | the device side's backend for one runtime (compress.runtimes)   |
+| compress.targets    | Target         | where the agent runs (compress.runtimes.targets)                |
+| compress.datasets   | Dataset        | a data source: (config, DataContext) -> Splits                  |
+| compress.metrics    | Metric         | a task metric that says its direction and whether it needs labels|
+
+Format plugins (compress.exporters.<format>) import from the core only this module and
+compress.errors; the device side imports nothing of the core and meets its contracts by shape.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import logging
+
+    import numpy as np
+    import torch
+    from pydantic import BaseModel
+    from rich.console import Console
+
+    from compress.data import Splits
+    from compress.plan import Plan
+    from compress.runtimes.protocol import Request, Response
+
+# The format of the models the torch stages pass along: the pipeline's own medium, not a
+# deployment format (those are plugins, and the core never names one).
+SOURCE_FORMAT = "torch"
+
+
+def match_names(names: list[str], patterns: list[str]) -> list[str]:
+    """Names matched by any of the globs (`quantize.ignore`, `prune.ignore`), in the names' order."""
+    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+
+# --- stages ----------------------------------------------------------------------------------------
+
+@dataclass
+class StageContext:
+    """What a stage sees besides the model it transforms."""
+
+    plan: Plan
+    data: Splits
+    original: torch.nn.Module  # the user's model, as loaded: the default teacher and reference
+    console: Console
+    log: logging.Logger
+    seed: int
+
+    @property
+    def file(self) -> str:
+        return str(self.plan.path)
+
+    @property
+    def task_kind(self) -> str:
+        return self.plan.recipe.task.kind
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        import torch
+
+        return torch.from_numpy(self.data.calibration.x[:batch]).clone()
+
+
+@dataclass
+class StageResult:
+    model: torch.nn.Module
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Stage(Protocol):
+    """Built with its validated Config; `run` returns the new model and what it measured. The
+    pipeline owns saving, hashing and caching. `libraries`: distributions whose versions key the
+    stage's cache entry (torch is always one)."""
+
+    Config: ClassVar[type[BaseModel]]
+    libraries: ClassVar[tuple[str, ...]]
+
+    def __init__(self, config: Any) -> None: ...
+
+    def run(self, model: torch.nn.Module, ctx: StageContext) -> StageResult: ...
+
+
+# --- formats ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Readback:
+    """What an artifact computes in float, read back from the artifact itself."""
+
+    float_ops: dict[str, list[str]] = field(default_factory=dict)  # weighted ops still in float, by op type
+    recurrent_ops: frozenset[str] = frozenset()  # which of those op types are recurrent layers
+
+
+@dataclass
+class Exported:
+    """What a format's export or quantize wrote: the artifact's path (a file, or a folder) inside the
+    folder it was given, and what it measured. `attributes` travel to every artifact made from it
+    (e.g. input_transpose: the axes NCHW data must be transposed by for a channels-last model)."""
+
+    path: Path
+    info: dict[str, Any] = field(default_factory=dict)
+    precision: str | None = None  # when not the step's own (fp16 weights from an fp32 export)
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+class RunOutputs(Protocol):
+    """Runs a model file on a runtime in this process: (runtime, path, feeds) -> outputs."""
+
+    def __call__(self, runtime: str, path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+@dataclass
+class ExportRequest:
+    model: torch.nn.Module  # in eval mode
+    example: tuple[torch.Tensor, ...]  # one tensor per input, batch of 2
+    input_names: list[str]
+    folder: Path  # write the artifact inside it
+    options: Any  # the format's validated Config, or None
+    run: RunOutputs  # to check the artifact against torch with the runtime that will load it
+
+
+class SearchResult(Protocol):
+    kept_in_float: list[str]
+
+    def as_info(self) -> dict[str, Any]: ...
+
+
+class Validation(Protocol):
+    """What accuracy-aware int8 scores candidates with (the calibration split, never the test split)."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    metric: Metric
+    budget: Any  # .value, .relative, .lower_is_better (compress.budget.Budget)
+
+    def score(self, path: Path) -> float: ...
+
+    def met(self, reference: float, score: float) -> bool: ...
+
+    def search(self, quantize: Callable[[list[str], Path], None], candidates: list[str], reference: float,
+               dest: Path) -> SearchResult:
+        """Quantize with every candidate; if the budget is missed, keep the most harmful candidates in
+        float one by one until it holds. `quantize(excluded, path)` writes one candidate."""
+        ...
+
+    def report(self, reference: float, score: float, kept_in_float: list[str],
+               steps: list[dict[str, Any]]) -> SearchResult:
+        """A result for a search the format's own tool ran (NNCF's accuracy control)."""
+        ...
+
+
+@dataclass
+class QuantizeRequest:
+    source: Any  # the fp32 Artifact of this format
+    torch_model: torch.nn.Module  # the torch model it was exported from (quantizers that work on torch)
+    folder: Path
+    config: Any  # the recipe's QuantizeConfig
+    calibration: np.ndarray  # samples of the calibration split
+    input_names: list[str]
+    validation: Validation | None  # accuracy-aware int8 when set
+    run: RunOutputs
+
+
+class Format(Protocol):
+    """One deployment format, one plugin: everything about it lives in its folder
+    (compress/exporters/<format>/: export, quantize, inspect).
+
+    name:         the format, as the recipe's `export:` names it
+    runtimes:     runtimes that load it; the first scores accuracy-aware int8 candidates
+    suffixes:     file suffixes `compress bench` recognizes as this format ('.onnx')
+    loads_code:   loading a file of this format runs code (benchmarking one needs --trust)
+    requires / install_hint: import names its exporter needs, and the pip command for them
+    libraries / quantize_libraries: distributions whose versions key its export / quantize steps
+    Config:       pydantic options of its export (or None)
+    quantizer:    the name of its quantizer ('' when it has none), recorded in the lineage
+    quantize_modes: {precision: (modes)} it can make, e.g. {"int8": ("static", "dynamic")}
+    """
+
+    name: ClassVar[str]
+    runtimes: ClassVar[tuple[str, ...]]
+    suffixes: ClassVar[tuple[str, ...]]
+    loads_code: ClassVar[bool]
+    requires: ClassVar[tuple[str, ...]]
+    install_hint: ClassVar[str]
+    libraries: ClassVar[tuple[str, ...]]
+    quantize_libraries: ClassVar[tuple[str, ...]]
+    Config: ClassVar[type[BaseModel] | None]
+    quantizer: ClassVar[str]
+    quantize_modes: ClassVar[dict[str, tuple[str, ...]]]
+
+    def export(self, request: ExportRequest) -> Exported: ...
+
+    def quantize(self, request: QuantizeRequest) -> Exported: ...
+
+    def inspect(self, path: Path) -> Readback: ...
+
+    def check_file(self, path: Path) -> None:
+        """Refuse a file of this format that is unsafe or incomplete to load (ONNX external data
+        outside its folder, an IR without its .bin), raising compress.errors.InputError."""
+        ...
+
+
+# --- the device side -------------------------------------------------------------------------------
+
+class RuntimeBackend(Protocol):
+    """A runtime's backend (compress/runtimes/backends/<name>.py): see that package's docstring."""
+
+    name: ClassVar[str]
+    install_hint: ClassVar[str]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+    def input_specs(self) -> list[tuple[str, list[int | None], str]]: ...
+
+
+class Target(Protocol):
+    """Where the device agent runs (docs/targets.md). Built from a spec by `compress.targets.resolve`
+    (a class with `from_spec(spec)`, or one that takes no options); building one never connects.
+
+    name:  the spec as shown in results (options after `?` left out: they may name key files).
+    host:  the machine measured. Targets with the same host are measured one after another (a GPU
+           run perturbs CPU timings on the same machine); different hosts in parallel.
+    prepare():  connect once and check the device; raises compress.runtimes.targets.TargetError.
+    measure(request, timeout_s):  one agent request with local paths; answers the agent's Response
+           (status ok, failed, timeout, bad_input or incomplete), never raises for a failed
+           measurement, and kills what it started at `timeout_s`.
+    """
+
+    name: str
+    host: str
+
+    def prepare(self) -> None: ...
+
+    def measure(self, request: Request, timeout_s: float) -> Response: ...
+
+
+# --- data and metrics ------------------------------------------------------------------------------
+
+@dataclass
+class DataContext:
+    """What a data source needs to know of the recipe."""
+
+    file: str  # the recipe, for error messages
+    folder: Path  # paths in a recipe are relative to its folder
+    input_shape: list[int]
+    input_dtype: str
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.folder / path
+
+
+class Dataset(Protocol):
+    def __call__(self, config: Any, ctx: DataContext) -> Splits: ...
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """`metric(outputs, labels, reference)` -> float. `reference` is the original model's outputs on
+    the same samples (for metrics that compare against it). `lower_is_better` sets which way a drop
+    runs for budgets, gates and baselines; `bounds` is the metric's range (None: unbounded)."""
+
+    lower_is_better: bool
+    needs_labels: bool
+    bounds: tuple[float | None, float | None]
+
+    def __call__(self, outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None = None
+                 ) -> float: ...
+
+
+# --- checking a plugin against its contract ----------------------------------------------------------
+
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "stage": ("Config", "run"),
+    "format": ("name", "runtimes", "suffixes", "loads_code", "libraries", "quantize_libraries", "quantizer",
+               "quantize_modes", "export", "quantize", "inspect", "check_file"),
+    "runtime": ("name", "install_hint", "run", "input_specs"),
+    "target": ("prepare", "measure"),
+    "dataset": ("__call__",),
+    "metric": ("__call__", "lower_is_better", "needs_labels"),
+}
+
+
+def missing_members(kind: str, plugin: Any) -> list[str]:
+    """The members of its contract that a plugin lacks (an empty list: it meets the contract)."""
+    return [name for name in _REQUIRED.get(kind, ()) if not hasattr(plugin, name)]

@@ -1,0 +1,48 @@
+"""Formats as a library: export a torch model, or quantize an fp32 file, with any installed format
+plugin, the way a run does (for scripts, benchmarks and tests; a recipe needs none of this)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compress import registry
+from compress.artifact import Artifact
+from compress.contracts import ExportRequest, QuantizeRequest
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from compress.contracts import Exported, Validation
+
+
+def plugin(name: str) -> Any:
+    """An installed format plugin, ready to use (its libraries checked)."""
+    return registry.require("compress.formats", name, field="format")()
+
+
+def export(name: str, model: torch.nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], folder: Path, *,
+           input_names: tuple[str, ...] | list[str] = ("input",), options: Any = None) -> Exported:
+    """Export `model` to format `name` inside `folder` (made if needed)."""
+    from compress.sessions import run_outputs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    example = example if isinstance(example, tuple) else (example,)
+    return plugin(name).export(ExportRequest(model=model.eval(), example=example, input_names=list(input_names),
+                                             folder=folder, options=options, run=run_outputs))
+
+
+def quantize(name: str, source: Path, torch_model: torch.nn.Module | None, folder: Path, config: Any,
+             calibration: np.ndarray, *, input_names: tuple[str, ...] | list[str] = ("input",),
+             attributes: dict[str, Any] | None = None, validation: Validation | None = None) -> Exported:
+    """Quantize the fp32 file (or folder) `source` of format `name` inside `folder`, as the recipe's
+    `quantize` section `config` says; `torch_model` is the model it was exported from."""
+    from compress.sessions import run_outputs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    artifact = Artifact(id="source", name=source.name, format=name, precision="fp32", path=source, sha256="",
+                        lineage=("source",), attributes=attributes or {})
+    return plugin(name).quantize(QuantizeRequest(
+        source=artifact, torch_model=torch_model, folder=folder, config=config, calibration=calibration,  # type: ignore[arg-type]
+        input_names=list(input_names), validation=validation, run=run_outputs))

@@ -1,0 +1,419 @@
+"""The steps of a run: original, each torch stage, each export, each quantization.
+
+A step has one `key()`: its parent's key, what it does, its config, the versions of the libraries
+it uses and compress's own version. That key is its artifact's id in the cache, so `--resume`
+reuses exactly the steps whose inputs are all unchanged. `build()` makes the artifact in a private
+folder; the pipeline is a loop over steps (compress.pipeline).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compress import versions
+from compress.artifact import Artifact, sha256_of, stable_hash
+from compress.contracts import SOURCE_FORMAT, Exported, ExportRequest, QuantizeRequest, StageContext
+from compress.errors import CompressError, InputError, StageError
+
+if TYPE_CHECKING:
+    import logging
+
+    import numpy as np
+    import torch
+    from rich.console import Console
+
+    from compress.contracts import RunOutputs
+    from compress.data import Splits
+    from compress.plan import Plan, PlannedFormat, PlannedStage
+
+
+@dataclass
+class RunContext:
+    """What every step of one run shares."""
+
+    plan: Plan
+    data: Splits
+    console: Console
+    log: logging.Logger
+    run: RunOutputs
+    original: torch.nn.Module | None = None  # set by the original step
+    calibration_reference: np.ndarray | None = None  # the original's outputs on the calibration split
+
+    @property
+    def file(self) -> str:
+        return self.plan.file
+
+    def example(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        """Zeros of the model's input spec: one tensor per input."""
+        import torch
+
+        spec = self.plan.recipe.model.input
+        return (torch.zeros((batch, *spec.sample_shape), dtype=getattr(torch, spec.dtype)),)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [self.plan.recipe.model.input.name]
+
+
+@dataclass
+class Built:
+    """A step's artifact, whether it was reused from the cache, and the torch model at hand for it
+    (the artifact itself for torch steps, the model it was made from for the others)."""
+
+    step: Step
+    artifact: Artifact
+    cached: bool
+    seconds: float
+    torch_model: Any = None
+
+    @property
+    def label(self) -> str:
+        return self.step.label
+
+
+@dataclass(eq=False)
+class Step:
+    """One node of the flow. Subclasses say what they do, and with which libraries."""
+
+    label: str  # its name in results.json's stages
+    name: str  # its artifact's name
+    parent: Step | None = None
+    libraries: tuple[str, ...] = ()
+    refusable: bool = False  # a failure is recorded as a refusal and the run goes on
+
+    def config(self) -> Any:
+        """What the step does, as JSON-able data."""
+        raise NotImplementedError
+
+    def inputs(self, ctx: RunContext) -> Any:
+        """What else the step reads besides its parent (data, weights, source code)."""
+        return None
+
+    def key(self, ctx: RunContext) -> str:
+        """The artifact's id: computed once (inputs such as the weights' hash are read once)."""
+        if "_key" not in self.__dict__:
+            self.__dict__["_key"] = stable_hash(
+                self.parent.key(ctx) if self.parent else None, type(self).__name__, self.label, self.config(),
+                self.inputs(ctx), versions.of(self.libraries))
+        return self.__dict__["_key"]
+
+    def announce(self, ctx: RunContext) -> None:
+        ctx.console.log(f"{self.label} [bold]{self.name}[/]")
+
+    def build(self, parent: Built | None, folder: Path, ctx: RunContext) -> tuple[Artifact, Any]:
+        """Write the artifact inside `folder`; returns it and the torch model at hand for it."""
+        raise NotImplementedError
+
+    def reuse(self, artifact: Artifact, parent: Built | None, ctx: RunContext) -> Any:
+        """The torch model at hand for a reused artifact."""
+        return parent.torch_model if parent else None
+
+    def after(self, built: Built, ctx: RunContext) -> None:
+        """Checks on the artifact, built or reused."""
+
+
+def _torch_counts(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> dict[str, int]:
+    params = sum(p.numel() for p in model.parameters())
+    try:
+        import torch_pruning as tp
+
+        macs, _ = tp.utils.count_ops_and_params(model, example if len(example) > 1 else example[0])
+        return {"params": int(params), "macs": int(macs)}
+    except Exception:  # MACs are informative; a model torch-pruning cannot trace still runs
+        return {"params": int(params)}
+
+
+def _store_torch(step: Step, model: torch.nn.Module, folder: Path, ctx: RunContext, parent: Artifact | None,
+                 info: dict[str, Any]) -> Artifact:
+    from compress.modelio import save_torch_artifact
+
+    config = ctx.plan.recipe.model
+    target = folder / "model"
+    save_torch_artifact(model, target, factory=config.factory, kwargs=config.kwargs, source_folder=ctx.plan.folder,
+                        example=ctx.example())
+    return Artifact(id=step.key(ctx), name=step.name, format=SOURCE_FORMAT, precision="fp32", path=target,
+                    sha256=sha256_of(target), lineage=(*(parent.lineage if parent else ()), step.label),
+                    parent=parent.id if parent else None, info=info, attributes=_torch_counts(model, ctx.example()))
+
+
+def _factory_source_hash(factory: str | None, folder: Path) -> str | None:
+    """Hash the factory's source file, so editing the model invalidates the cache."""
+    if factory is None:
+        return None
+    from compress.modelio import resolve_object
+
+    try:
+        source = inspect.getsourcefile(resolve_object(factory, folder))
+    except (TypeError, CompressError):
+        return None
+    return sha256_of(Path(source)) if source else None
+
+
+# --- the torch steps ---------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class OriginalStep(Step):
+    """The user's model, trained first when the recipe asks and no weights are given."""
+
+    libraries: tuple[str, ...] = ("torch",)
+
+    def config(self) -> Any:
+        return None
+
+    def inputs(self, ctx: RunContext) -> Any:
+        model = ctx.plan.recipe.model
+        weights = None
+        if model.weights is not None:
+            path = ctx.plan.resolve_path(model.weights)
+            if not path.is_file():
+                raise InputError(f"weights file not found: {path}", file=ctx.file, field="model.weights")
+            weights = sha256_of(path)
+        trains = model.weights is None and model.train is not None and model.file is None
+        model_file = sha256_of(ctx.plan.resolve_path(model.file)) if model.file and \
+            ctx.plan.resolve_path(model.file).is_file() else None
+        return {"model": model.model_dump(mode="json"), "weights": weights, "file": model_file,
+                "factory_source": _factory_source_hash(model.factory, ctx.plan.folder),
+                "data": ctx.data.fingerprint() if trains else None, "seed": ctx.plan.recipe.seed}
+
+    def announce(self, ctx: RunContext) -> None:
+        ctx.console.log("original model")
+
+    def build(self, parent: Built | None, folder: Path, ctx: RunContext) -> tuple[Artifact, Any]:
+        from compress.modelio import build_model
+        from compress.tasks import training_loss
+        from compress.train import fit, freeze_parameters, seed_everything
+
+        config = ctx.plan.recipe.model
+        seed_everything(ctx.plan.recipe.seed)  # before building: the same initial weights every run
+        model = build_model(config, ctx.plan)
+        info: dict[str, Any] = {}
+        if config.weights is None and config.train is not None and config.file is None:
+            frozen = freeze_parameters(model, config.train.freeze, file=ctx.file, field="model.train.freeze")
+            info["train_epoch_losses"] = [round(v, 5) for v in fit(
+                model, ctx.data.train, epochs=config.train.epochs, lr=config.train.lr,
+                batch_size=config.train.batch_size, seed=ctx.plan.recipe.seed,
+                loss_fn=training_loss(ctx.plan.recipe.task.kind), console=ctx.console, description="train original")]
+            freeze_parameters(model, [])
+            if frozen:
+                info["train_frozen_parameters"] = len(frozen)
+        elif config.weights is None and config.file is None:
+            ctx.log.warning("model has no weights and no train section: using its initial parameters")
+        _check_forward(model, ctx)
+        return _store_torch(self, model, folder, ctx, None, info), model
+
+    def reuse(self, artifact: Artifact, parent: Built | None, ctx: RunContext) -> Any:
+        from compress.modelio import load_torch_artifact
+
+        return load_torch_artifact(artifact.path)
+
+    def after(self, built: Built, ctx: RunContext) -> None:
+        ctx.original = built.torch_model
+
+
+def _check_forward(model: torch.nn.Module, ctx: RunContext) -> None:
+    import torch
+
+    sample = torch.from_numpy(ctx.data.test.x[:2])
+    try:
+        with torch.no_grad():
+            model(sample)
+    except Exception as exc:
+        raise InputError(f"the model fails on a batch of shape {tuple(sample.shape)}: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                         file=ctx.file, field="model.input") from None
+
+
+@dataclass(eq=False)
+class StageStep(Step):
+    """A torch -> torch stage plugin (prune, distill, a third party's)."""
+
+    stage: PlannedStage | None = None
+
+    def config(self) -> Any:
+        assert self.stage is not None
+        return {"stage": self.stage.name, "config": self.stage.config.model_dump(mode="json")}
+
+    def announce(self, ctx: RunContext) -> None:
+        ctx.console.log(f"stage [bold]{self.label}[/]")
+
+    def build(self, parent: Built | None, folder: Path, ctx: RunContext) -> tuple[Artifact, Any]:
+        assert self.stage is not None and parent is not None and ctx.original is not None
+        index, name = self.stage.index, self.stage.name
+        plugin = self.stage.plugin(self.stage.config)
+        stage_ctx = StageContext(plan=ctx.plan, data=ctx.data, original=ctx.original, console=ctx.console,
+                                 log=ctx.log, seed=ctx.plan.recipe.seed)
+        try:
+            result = plugin.run(copy.deepcopy(parent.torch_model), stage_ctx)
+        except CompressError as exc:
+            if exc.field and exc.field.startswith("stages["):
+                raise
+            raise exc.within(f"stages[{index}]") from exc
+        except Exception as exc:
+            raise StageError(f"stage failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                             file=ctx.file, field=f"stages[{index}].{name}") from exc
+        model = result.model.eval()
+        ctx.log.info("stage %s: %s", self.label, result.info)
+        return _store_torch(self, model, folder, ctx, parent.artifact, result.info), model
+
+    def reuse(self, artifact: Artifact, parent: Built | None, ctx: RunContext) -> Any:
+        from compress.modelio import load_torch_artifact
+
+        ctx.console.log(f"stage [bold]{self.label}[/]: unchanged, reused from cache")
+        return load_torch_artifact(artifact.path)
+
+
+# --- the format steps --------------------------------------------------------------------------
+
+def _artifact(step: Step, ctx: RunContext, parent: Artifact, exported: Exported, precision: str,
+              lineage_step: str, info: dict[str, Any]) -> Artifact:
+    return Artifact(id=step.key(ctx), name=step.name, format=step.format.name,  # type: ignore[attr-defined]
+                    precision=exported.precision or precision, path=exported.path, sha256=sha256_of(exported.path),
+                    lineage=(*parent.lineage, lineage_step), parent=parent.id, info=info,
+                    attributes=parent.derived_attributes(exported.attributes))
+
+
+@dataclass(eq=False)
+class ExportStep(Step):
+    """A torch model to one format, in fp32, by the format's plugin."""
+
+    format: PlannedFormat | None = None
+    refusable: bool = True
+
+    def config(self) -> Any:
+        assert self.format is not None
+        options = self.format.options
+        return {"format": self.format.name, "options": options.model_dump(mode="json") if options else None}
+
+    def announce(self, ctx: RunContext) -> None:
+        ctx.console.log(f"export [bold]{self.name}[/]")
+
+    def build(self, parent: Built | None, folder: Path, ctx: RunContext) -> tuple[Artifact, Any]:
+        assert self.format is not None and parent is not None
+        request = ExportRequest(model=parent.torch_model.eval(), example=ctx.example(2), input_names=ctx.input_names,
+                                folder=folder, options=self.format.options, run=ctx.run)
+        exported = self.format.plugin.export(request)
+        return _artifact(self, ctx, parent.artifact, exported, "fp32", self.label, exported.info), parent.torch_model
+
+
+@dataclass(eq=False)
+class QuantizeStep(Step):
+    """An fp32 artifact of a format to int8, by the format's own quantizer."""
+
+    format: PlannedFormat | None = None
+    refusable: bool = True
+    plan_config: Any = None  # the recipe's quantize section, as JSON
+
+    def config(self) -> Any:
+        return {"format": self.format.name if self.format else None, "quantize": self.plan_config}
+
+    def inputs(self, ctx: RunContext) -> Any:
+        return {"calibration": ctx.data.fingerprint()}
+
+    def announce(self, ctx: RunContext) -> None:
+        assert self.format is not None
+        config = ctx.plan.recipe.quantize
+        assert config is not None
+        ctx.console.log(f"quantize [bold]{self.name}[/] ({self.format.plugin.quantizer}, "
+                        f"{min(config.calibration.samples, len(ctx.data.calibration))} calibration samples)")
+
+    def build(self, parent: Built | None, folder: Path, ctx: RunContext) -> tuple[Artifact, Any]:
+        assert self.format is not None and parent is not None
+        config = ctx.plan.recipe.quantize
+        assert config is not None
+        plugin = self.format.plugin
+        request = QuantizeRequest(
+            source=parent.artifact, torch_model=parent.torch_model, folder=folder, config=config,
+            calibration=ctx.data.calibration.x[: config.calibration.samples], input_names=ctx.input_names,
+            validation=_validation(self.format.name, parent.artifact, ctx), run=ctx.run)
+        exported = plugin.quantize(request)
+        readback = plugin.inspect(exported.path)
+        info = {**exported.info, "left_in_float": readback.float_ops,
+                "recurrent_ops": sorted(readback.recurrent_ops & set(readback.float_ops))}
+        artifact = _artifact(self, ctx, parent.artifact, exported, config.precision, f"quantize.{plugin.quantizer}",
+                             info)
+        return artifact, parent.torch_model
+
+    def after(self, built: Built, ctx: RunContext) -> None:
+        _check_budget(built.artifact, ctx.file)
+
+
+def _validation(format_name: str, source: Artifact, ctx: RunContext) -> Any:
+    """What accuracy-aware int8 scores candidates with: the calibration split, never the test split."""
+    config = ctx.plan.recipe.quantize
+    if config is None or config.max_accuracy_drop is None:
+        return None
+    from compress.accuracy import Validation
+    from compress.budget import Budget
+    from compress.verify import reference_outputs
+
+    metric = ctx.plan.metric
+    if ctx.data.calibration.y is None and metric.needs_labels:
+        raise InputError("max_accuracy_drop needs labelled calibration data", file=ctx.file,
+                         field="quantize.max_accuracy_drop")
+    reference = None
+    if not metric.needs_labels:
+        if ctx.calibration_reference is None:  # once for every format
+            assert ctx.original is not None
+            ctx.calibration_reference = reference_outputs(ctx.original, ctx.data.calibration.x)
+        reference = ctx.calibration_reference
+    return Validation(x=ctx.data.calibration.x, y=ctx.data.calibration.y, metric=metric,
+                      budget=Budget.parse(config.max_accuracy_drop, metric.lower_is_better),
+                      input_name=ctx.input_names[0], runtime=ctx.plan.format(format_name).runtimes[0], run=ctx.run,
+                      reference=reference, input_transpose=source.attributes.get("input_transpose"))
+
+
+def _check_budget(artifact: Artifact, file: str) -> None:
+    """An int8 artifact that missed its accuracy budget stays in the cache (the best found) and
+    fails the stage, saying so."""
+    search = artifact.info.get("accuracy_aware")
+    if search and not search["budget_met"]:
+        from compress.accuracy import SearchReport, budget_missed
+
+        report = SearchReport(reference=search["validation_metric_fp32"], budget=search["budget"],
+                              allowed_drop=search["allowed_drop"], kept_in_float=search["kept_in_float"],
+                              score=search["validation_metric_int8"])
+        raise budget_missed(report, artifact.name, artifact.path, file)
+
+
+# --- the steps of a plan -----------------------------------------------------------------------
+
+@dataclass
+class Flow:
+    """A plan's steps, in the order they run."""
+
+    steps: list[Step] = field(default_factory=list)
+    final: Step | None = None  # the last torch step
+
+
+def plan_steps(plan: Plan) -> Flow:
+    original = OriginalStep(label="original", name="original")
+    steps: list[Step] = [original]
+    current: Step = original
+    for stage in plan.stages:
+        label = stage.name if sum(s.name == stage.name for s in plan.stages) == 1 else f"{stage.name}-{stage.index}"
+        plugin_libraries = tuple(getattr(stage.plugin, "libraries", ()))
+        current = StageStep(label=label, name=label, parent=current, libraries=("torch", *plugin_libraries),
+                            stage=stage)
+        steps.append(current)
+    sources = [original] if current is original else [original, current]
+    exports: dict[tuple[str, int], ExportStep] = {}
+    for planned in plan.formats:
+        for position, source in enumerate(sources):
+            step = ExportStep(label=f"export.{planned.name}", name=f"{source.name}.{planned.name}", parent=source,
+                              libraries=tuple(planned.plugin.libraries), format=planned)
+            exports[(planned.name, position)] = step
+            steps.append(step)
+    config = plan.recipe.quantize
+    if config is not None:
+        for planned in plan.formats:
+            export = exports[(planned.name, len(sources) - 1)]
+            steps.append(QuantizeStep(
+                label=f"quantize.{planned.name}", name=f"{current.name}.{config.precision}.{planned.name}",
+                parent=export, libraries=tuple(planned.plugin.quantize_libraries), format=planned,
+                plan_config=config.model_dump(mode="json")))
+    return Flow(steps=steps, final=current)
+

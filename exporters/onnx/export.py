@@ -1,0 +1,68 @@
+"""torch -> ONNX with the dynamo exporter, checked with onnx.checker and against torch's outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compress.exporters.onnx.inspect import check_external_data
+
+from compress.contracts import Exported, ExportRequest, RunOutputs
+from compress.errors import StageError, refused
+
+if TYPE_CHECKING:
+    import torch
+
+# protobuf caps a single file at 2 GiB; leave headroom for the graph itself.
+SINGLE_FILE_LIMIT = 1_800_000_000
+
+
+def _strip_debug_info(model: Any) -> None:
+    """Drop per-node stack traces and source paths: kilobytes a device never needs."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+
+
+def export(request: ExportRequest) -> Exported:
+    dest = request.folder / "model.onnx"
+    info = export_file(request.model, request.example, dest, request.input_names, request.run)
+    return Exported(path=dest, info=info)
+
+
+def export_file(model: torch.nn.Module, example: Sequence[torch.Tensor], dest: Path, input_names: list[str],
+                run: RunOutputs) -> dict[str, Any]:
+    """Write `dest`; the batch axis of every input stays dynamic. Returns what the export measured."""
+    import numpy as np
+    import onnx
+    import torch
+
+    model = model.eval()
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    external = param_bytes > SINGLE_FILE_LIMIT
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    try:
+        program = torch.onnx.export(
+            model, tuple(example), dynamo=True, input_names=list(input_names), output_names=["output"],
+            dynamic_shapes=tuple({0: batch} for _ in example), optimize=True, verbose=False)
+        program.save(str(dest), external_data=external)
+    except Exception as exc:
+        raise refused("onnx", exc, "ONNX export") from None
+    if not external:
+        proto = onnx.load(str(dest))
+        _strip_debug_info(proto)
+        onnx.save(proto, str(dest))
+    onnx.checker.check_model(str(dest), full_check=True)
+    check_external_data(dest)
+    with torch.no_grad():
+        expected = model(*example)
+    expected = (expected if isinstance(expected, torch.Tensor) else expected[0]).numpy()
+    got = run("onnxruntime", dest, {name: t.numpy() for name, t in zip(input_names, example, strict=True)})[0]
+    error = float(np.abs(got - expected).max())
+    scale = max(1.0, float(np.abs(expected).max()))
+    if not error <= 1e-4 * scale:
+        raise StageError(f"ONNX output differs from torch by {error:.3g} (max abs)", field="export.onnx")
+    opset = max(o.version for o in onnx.load(str(dest), load_external_data=False).opset_import
+                if o.domain in ("", "ai.onnx"))
+    return {"opset": opset, "external_data": external, "max_abs_error_vs_torch": error}

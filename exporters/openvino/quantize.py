@@ -1,0 +1,137 @@
+"""OpenVINO IR fp32 -> int8 with NNCF: post-training quantization (static) or int8 weight
+compression (dynamic). With an accuracy budget, NNCF's quantize_with_accuracy_control keeps the most
+harmful layers in float; where it cannot (some graphs, other metrics), the per-layer search does."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from compress.contracts import Exported, QuantizeRequest, Validation, match_names
+from compress.errors import StageError
+
+# The ops worth keeping in float when int8 costs too much accuracy (NNCF ignores them by name).
+_WEIGHTED = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul", "LSTMSequence",
+             "GRUSequence", "RNNSequence", "LSTMCell", "GRUCell"}
+# Ops whose inputs NNCF quantizes and that can be "kept in float" by removing those quantizers.
+_QUANTIZABLE = _WEIGHTED | {"Gather", "Multiply", "Add"}
+
+
+def _quantized_ops(model: Any) -> set[str]:
+    """Names of the ops fed by at least one FakeQuantize (so they compute in int8)."""
+    return {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in _QUANTIZABLE
+            and any(v.get_node().get_type_name() == "FakeQuantize" for v in op.input_values())}
+
+
+def _cause(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _run_nncf(call: Any) -> Any:
+    try:
+        return call()
+    except Exception as exc:
+        raise StageError(f"NNCF quantization failed: {type(exc).__name__}: {_cause(exc)}", field="quantize") from None
+
+
+def _save(model: Any, ir: Path) -> None:
+    import openvino as ov
+
+    ir.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(ir / "model.xml"), compress_to_fp16=False)
+
+
+def quantize(request: QuantizeRequest) -> Exported:
+    import nncf
+    import openvino as ov
+
+    config, validation = request.config, request.validation
+    model = ov.Core().read_model(str(request.source.path / "model.xml"))
+    names = [op.get_friendly_name() for op in model.get_ordered_ops()]
+    ignored = match_names(names, config.ignore)
+    samples = request.calibration[: config.calibration.samples]
+    dataset = nncf.Dataset([samples[i:i + 1] for i in range(len(samples))])
+    common: dict[str, Any] = {
+        "subset_size": len(samples), "preset": nncf.QuantizationPreset.PERFORMANCE,
+        "model_type": nncf.ModelType.TRANSFORMER if config.model_type == "transformer" else None,
+        "ignored_scope": nncf.IgnoredScope(names=ignored) if ignored else None,
+    }
+    advanced = None
+    if config.calibration.method == "minmax":
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+        advanced = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
+    info: dict[str, Any] = {
+        "quantizer": "nncf.quantize", "preset": "performance",
+        "activations_range": "minmax" if advanced else "nncf default (quantile)",
+        "calibration_samples": len(samples), "model_type": config.model_type, "nodes_excluded": ignored,
+        "ignore_matches": {p: match_names(names, [p]) for p in config.ignore}}
+    ir = request.folder / "ir"
+    dynamic = config.mode == "dynamic"
+    if dynamic:
+        info.update({"quantizer": "nncf.compress_weights", "mode": "dynamic", "weights": "int8 (asymmetric)",
+                     "activations": "quantized at run time by the OpenVINO CPU plugin", "calibration_samples": 0,
+                     "activations_range": None})
+
+    def quantize_leaving(excluded: list[str], path: Path) -> None:
+        scope = nncf.IgnoredScope(names=ignored + excluded) if ignored + excluded else None
+        if dynamic:  # int8 weights only: data-free, and the CPU plugin quantizes activations per call
+            _save(_run_nncf(lambda: nncf.compress_weights(
+                model.clone(), mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=scope)), path)
+            return
+        options = {**common, "ignored_scope": scope}
+        _save(_run_nncf(lambda: nncf.quantize(model, dataset, advanced_parameters=advanced, **options)), path)
+
+    if validation is None:
+        quantize_leaving([], ir)
+        return Exported(path=ir, info=info)
+    reference = validation.score(request.source.path)
+    quantize_leaving([], ir)
+    default_score = validation.score(ir)
+    default_step = {"kept_in_float": [], "validation_metric": round(default_score, 6)}
+    if validation.met(reference, default_score):
+        report = validation.report(reference, default_score, [], [default_step])
+        return Exported(path=ir, info={**info, **report.as_info()})
+    default_ops = _quantized_ops(ov.Core().read_model(str(ir / "model.xml")))
+    shutil.rmtree(ir)
+    try:  # NNCF's own accuracy control first (static int8 of a higher-is-better metric with labels)
+        if dynamic or validation.y is None or validation.budget.lower_is_better:
+            raise ValueError("NNCF accuracy control covers static int8 scored against labels, higher is better")
+        final = _accuracy_control(model, dataset, validation, common, advanced)
+        _save(final, ir)
+        score = validation.score(ir)
+        kept = sorted(default_ops - _quantized_ops(final))
+        report = validation.report(reference, score, kept,
+                                   [default_step, {"kept_in_float": kept, "validation_metric": round(score, 6)}])
+        info["quantizer"] = "nncf.quantize_with_accuracy_control"
+    except Exception as exc:  # it cannot compile some graphs (an LSTMSequence here): search ourselves
+        shutil.rmtree(ir, ignore_errors=True)
+        info["accuracy_control_failed"] = f"{type(exc).__name__}: {_cause(exc)}"
+        ordered = [op.get_friendly_name() for op in model.get_ordered_ops()
+                   if op.get_type_name() in _WEIGHTED and op.get_friendly_name() not in ignored]
+        report = validation.search(quantize_leaving, ordered, reference, ir)
+        info["quantizer"] = "nncf.quantize + per-layer search"
+    info["nodes_excluded"] = ignored + report.kept_in_float
+    return Exported(path=ir, info={**info, **report.as_info()})
+
+
+def _accuracy_control(model: Any, dataset: Any, validation: Validation, common: dict[str, Any], advanced: Any) -> Any:
+    import nncf
+    import numpy
+
+    assert validation.y is not None
+    items = [(validation.x[i:i + 1], validation.y[i]) for i in range(len(validation.x))]
+
+    def validation_fn(compiled: Any, data: Any) -> float:
+        rows = list(data)
+        logits = numpy.concatenate([compiled(x)[0] for x, _ in rows])
+        return float(validation.metric(logits, numpy.array([y for _, y in rows])))
+
+    budget = validation.budget
+    return nncf.quantize_with_accuracy_control(
+        model, dataset, nncf.Dataset(items), validation_fn, max_drop=budget.value,
+        drop_type=nncf.DropType.RELATIVE if budget.relative else nncf.DropType.ABSOLUTE,
+        advanced_quantization_parameters=advanced, **common)
