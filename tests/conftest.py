@@ -122,3 +122,76 @@ def measure(target: Any, request: dict[str, Any], timeout_s: float = 60) -> dict
     from compress.runtimes.protocol import Request
 
     return target.measure(Request.from_json({"protocol": 1, **request}), timeout_s).to_json()
+
+
+# --- third-party plugins, installed as a user would ---------------------------------------------------
+
+def install_plugin(source: Path, root: Path) -> Path:
+    """Build a plugin package from a copy of `source` (the source folder stays clean) and install it
+    with pip --target into a folder under `root`, never into the virtual environment; returns it."""
+    import shutil
+    import subprocess
+    import sys
+
+    copy = root / "src"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = root / "site"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+         "--disable-pip-version-check", "--quiet", "--target", str(target), str(copy)],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return target
+
+
+def plugin_env(plugin_path: Path | None) -> dict[str, str]:
+    """The environment of a fresh `compress` with a plugin folder on PYTHONPATH."""
+    import os
+
+    env = dict(os.environ)
+    paths = [str(plugin_path)] if plugin_path is not None else []
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+    else:
+        env.pop("PYTHONPATH", None)
+    env["COLUMNS"] = "300"  # rich wraps tables to the terminal width; keep each row on one line
+    env["NO_COLOR"] = "1"
+    return env
+
+
+def compress(plugin_path: Path | None, *args: object, cwd: Path, timeout: float = 300) -> Any:
+    """`compress ARGS...` in a fresh interpreter, with the plugin folder on PYTHONPATH."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "compress.cli", *map(str, args)], cwd=cwd,
+                          env=plugin_env(plugin_path), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def device_python() -> Path:
+    """A separate venv, as a device has: numpy + onnxruntime + ai-edge-litert only (no compress, no
+    torch). Cached by the constraints' hash."""
+    import hashlib
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    constraints = Path(__file__).resolve().parent.parent / "constraints.txt"
+    packages = ["numpy", "onnxruntime", "ai-edge-litert"]
+    key = hashlib.sha256((constraints.read_text() + sys.version + " ".join(packages)).encode()).hexdigest()[:12]
+    venv = Path(os.environ.get("TMPDIR", "/tmp")) / f"compress-test-device-{key}"
+    python = venv / "bin" / "python"
+    if not (venv / ".complete").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        base = getattr(sys, "_base_executable", sys.executable)
+        subprocess.run([base, "-m", "venv", str(venv)], check=True)
+        done = subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(constraints), *packages],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot build the device venv: {done.stderr.strip().splitlines()[-1:]}")
+        (venv / ".complete").write_text("")
+    return python

@@ -13,10 +13,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from compress.runtimes.targets import TargetError
-from compress.runtimes.targets.adb import parse_benchmark, parse_devices
 
 from compress.errors import InputError
+from compress.runtimes.targets import TargetError
+from compress.runtimes.targets.adb import parse_benchmark, parse_devices
 from compress.targets import resolve
 from tests.conftest import measure
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from compress.runtimes import agent
-from compress.runtimes.targets.local import AGENT, LocalTarget
 
 from compress.modelio import save_torch_artifact
+from compress.runtimes import agent
+from compress.runtimes.targets.local import AGENT, LocalTarget
 from tests.conftest import measure
 
 HANG_MODULE = '''

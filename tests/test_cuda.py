@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from compress.runtimes.targets import TargetError
 
+from compress.runtimes.targets import TargetError
 from compress.targets import resolve
 from tests.conftest import measure
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from compress.exporters.openvino import OpenVinoExportConfig
 from compress.exporters.tflite import TfliteExportConfig
-
 from compress.recipe import ParityThresholds, QuantizeConfig
 from compress.verify import parity
 from compress.zoo.digits import DigitsCNN

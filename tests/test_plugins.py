@@ -8,8 +8,6 @@ with that folder on PYTHONPATH, so entry-point discovery sees exactly what a use
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import small_recipe
+from tests.conftest import compress, install_plugin, plugin_env, small_recipe
 
 PLUGIN_SOURCE = Path(__file__).parent / "plugins" / "compress-example-plugin"
 BUILTINS = {
@@ -35,44 +33,15 @@ BUILTINS = {
 def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example plugin, built from a copy (the source folder stays clean) and installed with
     --target into a temporary folder."""
-    root = tmp_path_factory.mktemp("plugin")
-    source = root / "src"
-    shutil.copytree(PLUGIN_SOURCE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    target = root / "site"
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "--quiet", "--target", str(target), str(source)],
-        capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
+    target = install_plugin(PLUGIN_SOURCE, tmp_path_factory.mktemp("plugin"))
     assert (target / "compress_example_plugin" / "stage.py").is_file()
     assert list(target.glob("compress_example_plugin-*.dist-info"))
     return target
 
 
-def _env(plugin_path: Path | None) -> dict[str, str]:
-    env = dict(os.environ)
-    paths = [str(plugin_path)] if plugin_path is not None else []
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    if paths:
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-    else:
-        env.pop("PYTHONPATH", None)
-    env["COLUMNS"] = "300"  # rich wraps tables to the terminal width; keep each row on one line
-    env["NO_COLOR"] = "1"
-    return env
-
-
-def compress(plugin_path: Path | None, *args: object, cwd: Path, timeout: float = 300
-             ) -> subprocess.CompletedProcess[str]:
-    """`compress ARGS...` in a fresh interpreter, with the plugin folder on PYTHONPATH."""
-    return subprocess.run([sys.executable, "-m", "compress.cli", *map(str, args)], cwd=cwd,
-                          env=_env(plugin_path), capture_output=True, text=True, timeout=timeout)
-
-
 def python(plugin_path: Path | None, code: str, *, cwd: Path) -> dict:
     """Run `code` in a fresh interpreter; it prints one JSON object on its last stdout line."""
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=_env(plugin_path),
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=plugin_env(plugin_path),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from compress.exporters.onnx.inspect import check_external_data
 
 from compress.errors import InputError
+from compress.exporters.onnx.inspect import check_external_data
 from compress.recipe import QuantizeConfig
 from compress.zoo.digits import DigitsCNN
 from tests.conftest import export_with, load_backend, quantize_with

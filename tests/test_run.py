@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -20,6 +21,27 @@ def _results(out: Path, name: str = "small") -> tuple[Path, dict]:
                   and not p.name.endswith(".failed"))
     folder = runs[-1]
     return folder, json.loads((folder / "results.json").read_text())
+
+
+def _printed(result) -> tuple[Path, dict]:
+    """The run folder a run printed (`results: <folder>/results.json`), and its results."""
+    line = next(line for line in result.stdout.splitlines() if line.startswith("results: "))
+    path = Path(line.removeprefix("results: "))
+    return path.parent, json.loads(path.read_text())
+
+
+def _hashes(folder: Path, results: dict) -> dict[str, str]:
+    """Each artifact's sha256, computed here from the run folder's files (names and bytes, in order)."""
+    found = {}
+    for artifact in results["artifacts"]:
+        path = folder / artifact["path"]
+        digest = hashlib.sha256()
+        for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+            if path.is_dir():
+                digest.update(str(file.relative_to(path)).encode())
+            digest.update(file.read_bytes())
+        found[artifact["name"]] = digest.hexdigest()
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -105,20 +127,71 @@ def test_resume_skips_unchanged_stages_and_reruns_changed_ones(cli, write_recipe
     recipe = write_recipe(small_recipe(verify={"runtimes": ["torch"], "latency": {"warmup": 0, "min_runs": 1,
                                                                                    "min_seconds": 0}}))
     out = tmp_path / "runs"
-    assert _run(cli, recipe, out).exit_code == 0
-    first_folder, first = _results(out)
+    first_run = _run(cli, recipe, out)
+    assert first_run.exit_code == 0
+    first_folder, first = _printed(first_run)
+    first_hashes = _hashes(first_folder, first)
+    assert first_hashes == {a["name"]: a["sha256"] for a in first["artifacts"]}  # what results.json says is true
 
-    assert _run(cli, recipe, out, "--resume").exit_code == 0
-    second_folder, second = _results(out)
+    resumed = _run(cli, recipe, out, "--resume")
+    assert resumed.exit_code == 0
+    second_folder, second = _printed(resumed)
     assert second_folder != first_folder
     assert all(s["cached"] for s in second["stages"])
-    assert [a["sha256"] for a in second["artifacts"]] == [a["sha256"] for a in first["artifacts"]]
+    assert _hashes(second_folder, second) == first_hashes  # the very same files, re-hashed
 
-    assert _run(cli, recipe, out, "--resume", "--set", "stages[1].distill.epochs=2").exit_code == 0
-    _, third = _results(out)
+    changed = _run(cli, recipe, out, "--resume", "--set", "stages[1].distill.epochs=2")
+    assert changed.exit_code == 0
+    third_folder, third = _printed(changed)
     cached = {s["name"]: s["cached"] for s in third["stages"]}
     assert cached["original"] and cached["prune"]
     assert not cached["distill"] and not cached["export.onnx"] and not cached["quantize.onnx"]
+    third_hashes = _hashes(third_folder, third)
+    assert third_hashes["prune"] == first_hashes["prune"]
+    assert third_hashes["distill"] != first_hashes["distill"]  # retrained: other weights
+
+
+def test_upgrading_a_library_a_step_uses_rebuilds_that_step_on_resume(cli, write_recipe, tmp_path, monkeypatch):
+    from compress import versions
+
+    recipe = write_recipe(small_recipe(verify={"runtimes": ["torch"], "latency": {"warmup": 0, "min_runs": 1,
+                                                                                   "min_seconds": 0}}))
+    out = tmp_path / "runs"
+    assert _run(cli, recipe, out).exit_code == 0
+    real = versions.installed
+
+    def upgraded(distribution: str) -> str | None:  # torch-pruning "upgraded"; nothing else changed
+        return "99.0" if distribution == "torch-pruning" else real(distribution)
+
+    monkeypatch.setattr(versions, "installed", upgraded)
+    resumed = _run(cli, recipe, out, "--resume")
+    assert resumed.exit_code == 0
+    _, results = _printed(resumed)
+    cached = {s["name"]: s["cached"] for s in results["stages"]}
+    assert cached["original"]  # trained with torch alone: reused
+    assert not cached["prune"]  # pruned with torch-pruning: rebuilt, and what came from it
+    assert not cached["distill"] and not cached["export.onnx"] and not cached["quantize.onnx"]
+    assert results["versions"]["torch-pruning"] == "99.0"
+
+
+def test_resume_rebuilds_a_cached_file_whose_bytes_changed(cli, write_recipe, tmp_path):
+    recipe = write_recipe(small_recipe(verify={"runtimes": ["onnxruntime"], "latency": {"warmup": 0, "min_runs": 1,
+                                                                                         "min_seconds": 0}}))
+    out = tmp_path / "runs"
+    first_run = _run(cli, recipe, out)
+    assert first_run.exit_code == 0
+    _, first = _printed(first_run)
+    record = next(a for a in first["artifacts"] if a["name"] == "distill.onnx")
+    cached_file = out / "small" / "cache" / record["id"] / "model.onnx"
+    cached_file.write_bytes(cached_file.read_bytes()[:-10] + b"0123456789")  # damaged in place
+    resumed = _run(cli, recipe, out, "--resume")
+    assert resumed.exit_code == 0
+    folder, results = _printed(resumed)
+    cached = {s["artifact"]: s["cached"] for s in results["stages"]}
+    assert not cached["distill.onnx"] and cached["distill"]  # rebuilt from its (intact) parent
+    assert _hashes(folder, results)["distill.onnx"] == record["sha256"]  # the same file again
+    log = (folder / "run.log").read_text()
+    assert "no longer match the sha256 recorded for them: rebuilding it" in log
 
 
 def test_same_recipe_twice_gives_the_same_accuracy(cli, write_recipe, tmp_path):

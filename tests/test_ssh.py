@@ -7,22 +7,20 @@ The "device" is a separate virtual environment holding only numpy, onnxruntime a
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from compress.runtimes.targets import TargetError
 
 from compress.errors import InputError
+from compress.runtimes.targets import TargetError
 from compress.targets import resolve
 from tests.conftest import measure, small_recipe
 
@@ -89,26 +87,6 @@ MaxSessions 50
     server.terminate()
     server.wait(timeout=10)
     log.close()
-
-
-@pytest.fixture(scope="session")
-def device_python() -> Path:
-    """A separate venv: numpy + onnxruntime + ai-edge-litert only. Cached by the constraints' hash."""
-    constraints = ROOT / "constraints.txt"
-    packages = ["numpy", "onnxruntime", "ai-edge-litert"]
-    key = hashlib.sha256((constraints.read_text() + sys.version + " ".join(packages)).encode()).hexdigest()[:12]
-    venv = Path(os.environ.get("TMPDIR", "/tmp")) / f"compress-test-device-{key}"
-    python = venv / "bin" / "python"
-    if not (venv / ".complete").exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        base = getattr(sys, "_base_executable", sys.executable)
-        subprocess.run([base, "-m", "venv", str(venv)], check=True)
-        done = subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(constraints), *packages],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot build the device venv: {done.stderr.strip().splitlines()[-1:]}")
-        (venv / ".complete").write_text("")
-    return python
 
 
 def _spec(sshd, python: Path | str, *, known_hosts: Path | None = None, **options: str) -> str:

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compress.exporters.onnx.inspect import check_external_data
-
 from compress.contracts import Exported, ExportRequest, RunOutputs
 from compress.errors import StageError, refused
+from compress.exporters.onnx.inspect import check_external_data
 
 if TYPE_CHECKING:
     import torch

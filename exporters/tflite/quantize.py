@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compress.exporters.tflite.export import prepare_for_tflite
-
 from compress.contracts import Exported, QuantizeRequest, match_names
 from compress.errors import StageError, first_line
+from compress.exporters.tflite.export import prepare_for_tflite
 
 
 def _leave_in_float(modules: list[str]) -> Any:
