@@ -211,6 +211,26 @@ class Format(Protocol):
         ...
 
 
+class FormatFolder:
+    """The usual shape of a format plugin: its folder holds export.py (`export(request)`), quantize.py
+    (`quantize(request)`) and inspect.py (`readback(path)`), imported only when used, so loading the
+    plugin stays cheap. A subclass declares the Format members above and `check_file`."""
+
+    def export(self, request: ExportRequest) -> Exported:
+        return self._module("export").export(request)
+
+    def quantize(self, request: QuantizeRequest) -> Exported:
+        return self._module("quantize").quantize(request)
+
+    def inspect(self, path: Path) -> Readback:
+        return self._module("inspect").readback(path)
+
+    def _module(self, name: str) -> Any:
+        import importlib
+
+        return importlib.import_module(f"{type(self).__module__}.{name}")
+
+
 # --- the device side -------------------------------------------------------------------------------
 
 class RuntimeBackend(Protocol):

@@ -10,7 +10,6 @@ command that brings them).
 from __future__ import annotations
 
 import difflib
-import importlib.util
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
@@ -41,20 +40,12 @@ def names(group: str) -> list[str]:
     return sorted(_entry_points(group))
 
 
-def _importable(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def missing_requirements(plugin: Any) -> list[str]:
-    """Import names the plugin declares and this environment lacks (checked without importing)."""
-    lacking = [name for name in getattr(plugin, "requires", ()) if not _importable(name)]
-    alternatives = getattr(plugin, "requires_any", ())
-    if alternatives and not any(_importable(name) for name in alternatives):
-        lacking.append(alternatives[0])
-    return lacking
+    """Import names the plugin declares and this environment lacks (checked without importing them),
+    the same check the device agent makes of a runtime backend."""
+    from compress.runtimes.agent import missing
+
+    return missing(plugin)
 
 
 def load(group: str, name: str, *, file: str | None = None, line: int | None = None,

@@ -11,30 +11,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Latency is the device agent's own record (milliseconds per call of batch_size samples; samples per
+# second; the p50 of each round of runs), kept as the protocol defines it.
+from compress.runtimes.protocol import LatencyStats
+
 RESULTS_SCHEMA_VERSION = 1
 
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class LatencyStats(_Record):
-    """Milliseconds per call of `batch_size` samples, from the device agent."""
-
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    min_ms: float
-    max_ms: float
-    runs: int
-    seconds: float
-    throughput_per_s: float = Field(description="samples per second at this batch size")
-    batch_size: int
-    threads: int
-    warmup: int
-    trial_p50_ms: list[float] = Field(default_factory=list,
-                                      description="p50 of each round of runs (verify.latency.trials rounds)")
 
 
 class ArtifactRecord(_Record):

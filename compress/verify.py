@@ -7,7 +7,6 @@ calls after a warm-up. Agreement is against the original torch model's predictio
 
 from __future__ import annotations
 
-import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +15,7 @@ import numpy as np
 
 from compress import tasks
 from compress.measure import agent_request, latency_plan
-from compress.results import LatencyStats, Measurement, Parity
+from compress.results import Measurement, Parity
 from compress.targets import prepare as prepare_target
 from compress.targets import slug as target_slug
 
@@ -156,7 +155,7 @@ class Verifier:
             results.append(Measurement(
                 artifact=artifact.name, runtime=runtime, target=target.name, threads=threads,
                 status=response.status, error=response.error, metric=dict(scores), agreement=agreement,
-                latency=LatencyStats(**dataclasses.asdict(response.latency)) if response.latency else None,
+                latency=response.latency,
                 parity=checked, runtime_version=response.runtime.version if response.runtime else None,
                 device=response.device))
         return results

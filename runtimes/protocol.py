@@ -120,7 +120,8 @@ class Request:
 
 @dataclass
 class LatencyStats:
-    """Milliseconds per call of `batch_size` samples."""
+    """Milliseconds per call of `batch_size` samples over `runs` timed calls (after `warmup`) taking
+    `seconds`; `throughput_per_s` is samples per second; `trial_p50_ms` the p50 of each round."""
 
     p50_ms: float
     p90_ms: float

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from compress.contracts import Exported, ExportRequest, QuantizeRequest, Readback
+from compress.contracts import FormatFolder
 
 
-class OnnxFormat:
+class OnnxFormat(FormatFolder):
     name = "onnx"
     runtimes = ("onnxruntime", "openvino")
     suffixes = (".onnx",)
@@ -20,21 +20,6 @@ class OnnxFormat:
     Config = None
     quantizer = "onnxruntime"
     quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {"int8": ("static", "dynamic")}
-
-    def export(self, request: ExportRequest) -> Exported:
-        from compress.exporters.onnx.export import export
-
-        return export(request)
-
-    def quantize(self, request: QuantizeRequest) -> Exported:
-        from compress.exporters.onnx.quantize import quantize
-
-        return quantize(request)
-
-    def inspect(self, path: Path) -> Readback:
-        from compress.exporters.onnx.inspect import readback
-
-        return readback(path)
 
     def check_file(self, path: Path) -> None:
         from compress.exporters.onnx.inspect import check_external_data

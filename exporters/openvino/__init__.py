@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from compress.contracts import Exported, ExportRequest, QuantizeRequest, Readback
+from compress.contracts import FormatFolder
 from compress.errors import InputError
 
 
@@ -17,7 +17,7 @@ class OpenVinoExportConfig(BaseModel):
     fp16: bool = False  # store weights as fp16 (half the size; computed in fp32 unless the device prefers)
 
 
-class OpenVinoFormat:
+class OpenVinoFormat(FormatFolder):
     name = "openvino"
     runtimes = ("openvino",)
     suffixes = (".xml",)
@@ -29,21 +29,6 @@ class OpenVinoFormat:
     Config = OpenVinoExportConfig
     quantizer = "nncf"
     quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {"int8": ("static", "dynamic")}
-
-    def export(self, request: ExportRequest) -> Exported:
-        from compress.exporters.openvino.export import export
-
-        return export(request)
-
-    def quantize(self, request: QuantizeRequest) -> Exported:
-        from compress.exporters.openvino.quantize import quantize
-
-        return quantize(request)
-
-    def inspect(self, path: Path) -> Readback:
-        from compress.exporters.openvino.inspect import readback
-
-        return readback(path)
 
     def check_file(self, path: Path) -> None:
         xml = path / "model.xml" if path.is_dir() else path

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from compress.contracts import Exported, ExportRequest, QuantizeRequest, Readback
+from compress.contracts import FormatFolder
 
 
 class TfliteExportConfig(BaseModel):
@@ -17,7 +17,7 @@ class TfliteExportConfig(BaseModel):
     channels_last: bool = False  # NHWC input, as many mobile pipelines feed images
 
 
-class TfliteFormat:
+class TfliteFormat(FormatFolder):
     name = "tflite"
     runtimes = ("litert",)
     suffixes = (".tflite",)
@@ -29,21 +29,6 @@ class TfliteFormat:
     Config = TfliteExportConfig
     quantizer = "litert-pt2e"
     quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {"int8": ("static", "dynamic")}
-
-    def export(self, request: ExportRequest) -> Exported:
-        from compress.exporters.tflite.export import export
-
-        return export(request)
-
-    def quantize(self, request: QuantizeRequest) -> Exported:
-        from compress.exporters.tflite.quantize import quantize
-
-        return quantize(request)
-
-    def inspect(self, path: Path) -> Readback:
-        from compress.exporters.tflite.inspect import readback
-
-        return readback(path)
 
     def check_file(self, path: Path) -> None:
         """A .tflite file is one flatbuffer: nothing beside it is read."""
