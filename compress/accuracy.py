@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from compress.budget import Budget
-from compress.errors import StageError
 
 if TYPE_CHECKING:
     from compress.contracts import Metric, RunOutputs
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 @dataclass
 class Validation:
     """What accuracy-aware int8 of one format scores candidates with (compress.contracts.Validation):
-    its scoring runtime run in this process on the calibration split, never the test split."""
+    its scoring runtime run in this process on the calibration split, never the test split; and the
+    bounds of its search."""
 
     x: np.ndarray
     y: np.ndarray | None
@@ -39,6 +40,9 @@ class Validation:
     reference: np.ndarray | None = None  # the original model's outputs on x (for the cosine metric)
     input_transpose: list[int] | None = None  # the format's input layout (channels-last)
     batch_size: int = 64
+    max_trials: int = 24
+    max_seconds: float = 900.0
+    progress: Callable[[str], None] = lambda _line: None
 
     def score(self, path: Path) -> float:
         x = self.x if not self.input_transpose else np.ascontiguousarray(self.x.transpose(self.input_transpose))
@@ -50,14 +54,15 @@ class Validation:
         return self.budget.met(reference, score)
 
     def search(self, quantize: Callable[[list[str], Path], None], candidates: list[str], reference: float,
-               dest: Path) -> SearchReport:
-        return greedy_keep_in_float(quantize, candidates, reference, self, dest)
+               dest: Path, ranking: Callable[[Path], list[str]] | None = None) -> SearchReport:
+        return keep_in_float_search(quantize, candidates, reference, self, dest, ranking=ranking)
 
     def report(self, reference: float, score: float, kept_in_float: list[str],
                steps: list[dict[str, Any]]) -> SearchReport:
         return SearchReport(reference=reference, budget=self.budget.describe(),
                             allowed_drop=self.budget.allowed_drop(reference), kept_in_float=kept_in_float,
-                            met=self.met(reference, score), score=score, steps=steps)
+                            met=self.met(reference, score), score=score, steps=steps, trials=len(steps),
+                            stopped="the format's own search")
 
 
 @dataclass
@@ -69,65 +74,127 @@ class SearchReport:
     kept_in_float: list[str] = field(default_factory=list)
     met: bool = False
     score: float = float("nan")
+    trials: int = 0
+    stopped: str = ""  # why the search ended: budget met, candidates exhausted, max_trials, max_seconds
+    ranked_by: str = ""
 
     def as_info(self) -> dict[str, Any]:
         return {"accuracy_aware": {
             "validation_metric_fp32": round(self.reference, 6), "budget": self.budget,
             "allowed_drop": round(self.allowed_drop, 6), "validation_metric_int8": round(self.score, 6),
-            "budget_met": self.met, "kept_in_float": self.kept_in_float, "steps": self.steps}}
+            "budget_met": self.met, "kept_in_float": self.kept_in_float, "trials": self.trials,
+            "stopped": self.stopped, "ranked_by": self.ranked_by, "steps": self.steps}}
 
 
-def greedy_keep_in_float(quantize: Callable[[list[str], Path], None], candidates: list[str], reference: float,
-                         validation: Validation, dest: Path, max_steps: int = 32) -> SearchReport:
-    """Quantize with every candidate, then, if the budget is missed, rank candidates by how much
-    quantizing each one alone costs, and keep the worst in float one by one until the budget is met.
-    `quantize(excluded, path)` writes an int8 model leaving `excluded` in float. The best model
-    found is written to `dest`."""
+class _Trials:
+    """Quantized candidates, each scored, within the search's bounds."""
+
+    def __init__(self, quantize: Callable[[list[str], Path], None], validation: Validation, work: Path,
+                 file_name: str, reference: float) -> None:
+        self.quantize, self.validation, self.work, self.file_name = quantize, validation, work, file_name
+        self.reference = reference
+        self.count = 0
+        self.deadline = time.monotonic() + validation.max_seconds
+
+    def left(self) -> int:
+        return 0 if time.monotonic() >= self.deadline else self.validation.max_trials - self.count
+
+    def run(self, excluded: list[str], what: str) -> tuple[float, Path]:
+        self.count += 1
+        path = self.work / f"trial{self.count}" / self.file_name  # a file, or a folder (OpenVINO IR)
+        path.parent.mkdir()
+        self.quantize(excluded, path)
+        score = self.validation.score(path)
+        self.validation.progress(f"trial {self.count}/{self.validation.max_trials}: {what}: {score:.4f} "
+                                 f"(fp32 {self.reference:.4f}, budget {self.validation.budget.describe()})")
+        return score, path
+
+
+def keep_in_float_search(quantize: Callable[[list[str], Path], None], candidates: list[str], reference: float,
+                         validation: Validation, dest: Path,
+                         ranking: Callable[[Path], list[str]] | None = None) -> SearchReport:
+    """Quantize with every candidate; if the budget is missed, rank the candidates, most harmful
+    first, and keep the shortest head of that ranking in float that meets the budget: heads of 1, 2,
+    4, ... layers until one does, then bisection between the last two. The ranking comes from
+    `ranking(int8 path)` when the format can measure it in one pass (per-layer error between float
+    and quantized activations), else from quantizing one candidate at a time, as far as the bounds
+    (`max_trials`, `max_seconds`) allow. The best model found is written to `dest`, whatever ends
+    the search."""
     report = SearchReport(reference=reference, budget=validation.budget.describe(),
                           allowed_drop=validation.budget.allowed_drop(reference))
+    budget = validation.budget
     with tempfile.TemporaryDirectory(prefix="compress-aa-") as scratch:
-        work = Path(scratch)
-        best_path = work / "full" / dest.name
-
-        def trial(excluded: list[str], name: str) -> float:
-            path = work / name / dest.name  # a file, or a folder (OpenVINO IR)
-            path.parent.mkdir()
-            quantize(excluded, path)
-            return validation.score(path)
-
-        score = trial([], "full")
-        best_score = score
+        trials = _Trials(quantize, validation, Path(scratch), dest.name, reference)
+        score, full = trials.run([], "everything in int8")
+        best = (score, full, [])
         report.steps.append({"kept_in_float": [], "validation_metric": round(score, 6)})
-        if not validation.budget.met(reference, score):
-            sensitivity = {}
-            for index, candidate in enumerate(candidates):  # quantize one layer at a time
-                alone = trial([c for c in candidates if c != candidate], f"alone{index}")
-                sensitivity[candidate] = validation.budget.drop(reference, alone)
-            ranking = sorted(candidates, key=lambda c: sensitivity[c], reverse=True)
-            report.steps[0]["sensitivity"] = {c: round(sensitivity[c], 6) for c in ranking}
-            excluded: list[str] = []
-            for step, candidate in enumerate(ranking[:max_steps]):
-                excluded.append(candidate)
-                score = trial(list(excluded), f"step{step}")
-                report.steps.append({"kept_in_float": list(excluded), "validation_metric": round(score, 6)})
-                budget = validation.budget
-                if budget.drop(reference, score) < budget.drop(reference, best_score) or budget.met(reference, score):
-                    best_score, best_path = score, work / f"step{step}" / dest.name
-                    report.kept_in_float = list(excluded)
-                if validation.budget.met(reference, score):
-                    break
-        report.score = best_score
-        report.met = validation.budget.met(reference, best_score)
-        if best_path.is_dir():
-            shutil.copytree(best_path, dest)
+
+        def better(candidate_score: float) -> bool:
+            return budget.drop(reference, candidate_score) < budget.drop(reference, best[0])
+
+        if budget.met(reference, score):
+            report.stopped = "budget met"
         else:
-            shutil.copy2(best_path, dest)
+            ordered = _rank(candidates, ranking, full, trials, report, reference, budget)
+            met_at, missed_at = None, 0  # heads of the ranking: the shortest known to meet, the longest known not
+            size = 1
+            while trials.left() > 0:
+                if met_at is None:
+                    if missed_at >= len(ordered):
+                        break
+                    size = min(max(1, missed_at * 2), len(ordered))
+                else:
+                    if met_at - missed_at <= 1:
+                        break
+                    size = (met_at + missed_at) // 2
+                head = ordered[:size]
+                score, path = trials.run(head, f"{size} layer(s) kept in float")
+                report.steps.append({"kept_in_float": list(head), "validation_metric": round(score, 6)})
+                if budget.met(reference, score):
+                    met_at = size
+                    if not budget.met(reference, best[0]) or size < len(best[2]) or better(score):
+                        best = (score, path, list(head))
+                else:
+                    missed_at = size
+                    if not budget.met(reference, best[0]) and better(score):
+                        best = (score, path, list(head))
+            met = budget.met(reference, best[0])
+            report.stopped = ("budget met" if met else "every candidate kept in float"
+                              if missed_at >= len(ordered) else "max_seconds" if trials.count < validation.max_trials
+                              else "max_trials")
+        report.score, report.kept_in_float = best[0], best[2]
+        report.met = budget.met(reference, best[0])
+        report.trials = trials.count
+        if best[1].is_dir():
+            shutil.copytree(best[1], dest)
+        else:
+            shutil.copy2(best[1], dest)
     return report
 
 
-def budget_missed(report: SearchReport, artifact: str, kept_at: Path, file: str | None = None) -> StageError:
-    return StageError(
-        f"{artifact}: int8 cannot meet max_accuracy_drop {report.budget}: the best found scores "
-        f"{report.score:.4f} against {report.reference:.4f} in fp32 on the validation split, keeping "
-        f"{len(report.kept_in_float)} layer(s) in float ({', '.join(report.kept_in_float) or 'none'}); "
-        f"it is kept at {kept_at}", file=file, field="quantize.max_accuracy_drop")
+def _rank(candidates: list[str], ranking: Callable[[Path], list[str]] | None, full: Path, trials: _Trials,
+          report: SearchReport, reference: float, budget: Budget) -> list[str]:
+    if ranking is not None:
+        report.ranked_by = "per-layer error between float and int8 activations, one pass"
+        ranked = [c for c in ranking(full) if c in candidates]
+        return ranked + [c for c in candidates if c not in ranked]
+    # One candidate at a time, keeping half the trials left for the search over heads.
+    report.ranked_by = "quantizing one candidate at a time"
+    sensitivity: dict[str, float] = {}
+    for candidate in candidates:
+        if trials.left() <= max(1, trials.validation.max_trials // 2):
+            break
+        score, _ = trials.run([c for c in candidates if c != candidate], f"{candidate} alone in int8")
+        sensitivity[candidate] = budget.drop(reference, score)
+    report.steps[0]["sensitivity"] = {c: round(v, 6) for c, v in sorted(sensitivity.items(), key=lambda i: -i[1])}
+    measured = sorted(sensitivity, key=lambda c: sensitivity[c], reverse=True)
+    return measured + [c for c in candidates if c not in sensitivity]
+
+
+def missed_message(artifact: str, info: dict[str, Any]) -> str:
+    search = info["accuracy_aware"]
+    kept = search["kept_in_float"]
+    return (f"{artifact}: int8 cannot meet max_accuracy_drop {search['budget']}: the best found scores "
+            f"{search['validation_metric_int8']:.4f} against {search['validation_metric_fp32']:.4f} in fp32 on "
+            f"the validation split, keeping {len(kept)} layer(s) in float ({', '.join(kept[:5]) or 'none'}"
+            f"{' ...' if len(kept) > 5 else ''}) after {search['trials']} trial(s) ({search['stopped']})")

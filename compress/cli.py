@@ -45,10 +45,11 @@ def run(recipe: Path, overrides: tuple[str, ...], resume: bool, out: Path) -> No
         _fail(exc)
     click.echo(outcome.table)
     click.echo(f"results: {outcome.folder / 'results.json'}")
-    if outcome.results.status != "complete":
+    if outcome.results.status == "incomplete":
         click.echo("error: the run is incomplete: a measurement failed or timed out (see the table)", err=True)
         sys.exit(ExitCode.INCOMPLETE)
-    failures = [f"parity failed: {f}" for f in outcome.results.summary.get("parity_failures", [])]
+    failures = [f"accuracy budget missed: {b['message']}" for b in outcome.results.accuracy_budget if not b["met"]]
+    failures += [f"parity failed: {f}" for f in outcome.results.summary.get("parity_failures", [])]
     gate_checks = outcome.results.summary.get("gates", [])
     failures += [f"gate failed: {c['message']}" for c in gate_checks if not c["passed"]]
     if gate_checks:
@@ -71,6 +72,8 @@ def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
         plan = load_recipe(recipe, list(overrides))
     except CompressError as exc:
         _fail(exc)
+    for warning in plan.warnings:
+        click.echo(f"warning: {warning}", err=True)
     stages = ", ".join(s.name for s in plan.stages) or "no stages"
     click.echo(f"{recipe}: valid ({stages}; export {', '.join(f.name for f in plan.formats)})")
 

@@ -95,11 +95,49 @@ class Stage(Protocol):
 # --- formats ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Readback:
-    """What an artifact computes in float, read back from the artifact itself."""
+class WeightedOp:
+    """One op of an artifact that holds weights, as read back from the artifact itself."""
 
-    float_ops: dict[str, list[str]] = field(default_factory=dict)  # weighted ops still in float, by op type
-    recurrent_ops: frozenset[str] = frozenset()  # which of those op types are recurrent layers
+    name: str
+    op_type: str
+    macs: int  # multiply-accumulates per sample (dynamic dimensions taken as 1)
+    weights: int  # weight elements
+    int8_weights: bool  # its weights are stored in int8
+    int8_compute: bool  # it multiplies in int8 (quantized activations, or a kernel that quantizes them per call)
+    recurrent: bool = False  # an LSTM / GRU / RNN layer (or a piece of one)
+
+
+@dataclass(frozen=True)
+class Readback:
+    """What an artifact computes in int8 and what stayed in float, read back from the artifact."""
+
+    ops: tuple[WeightedOp, ...] = ()
+
+    @property
+    def int8_macs_share(self) -> float:
+        """The share of the weighted ops' MACs computed in int8 (NaN when the artifact has none)."""
+        total = sum(op.macs for op in self.ops)
+        return sum(op.macs for op in self.ops if op.int8_compute) / total if total else float("nan")
+
+    @property
+    def int8_weights_share(self) -> float:
+        """The share of the weighted ops' weight elements stored in int8 (NaN when it has none)."""
+        total = sum(op.weights for op in self.ops)
+        return sum(op.weights for op in self.ops if op.int8_weights) / total if total else float("nan")
+
+    @property
+    def float_ops(self) -> dict[str, list[str]]:
+        """Weighted ops that still multiply in float, by op type."""
+        found: dict[str, list[str]] = {}
+        for op in self.ops:
+            if not op.int8_compute:
+                found.setdefault(op.op_type, []).append(op.name)
+        return found
+
+    @property
+    def recurrent_in_float(self) -> dict[str, list[str]]:
+        return {kind: names for kind, names in self.float_ops.items()
+                if any(op.recurrent and op.op_type == kind for op in self.ops)}
 
 
 @dataclass
@@ -149,9 +187,11 @@ class Validation(Protocol):
     def met(self, reference: float, score: float) -> bool: ...
 
     def search(self, quantize: Callable[[list[str], Path], None], candidates: list[str], reference: float,
-               dest: Path) -> SearchResult:
+               dest: Path, ranking: Callable[[Path], list[str]] | None = None) -> SearchResult:
         """Quantize with every candidate; if the budget is missed, keep the most harmful candidates in
-        float one by one until it holds. `quantize(excluded, path)` writes one candidate."""
+        float, as few as hold it, within the recipe's search bounds. `quantize(excluded, path)` writes
+        one candidate; `ranking(int8 path)` ranks the candidates most harmful first in one pass, where
+        the format can (else each is quantized alone). The best found is written to `dest`."""
         ...
 
     def report(self, reference: float, score: float, kept_in_float: list[str],
@@ -185,6 +225,11 @@ class Format(Protocol):
     Config:       pydantic options of its export (or None)
     quantizer:    the name of its quantizer ('' when it has none), recorded in the lineage
     quantize_modes: {precision: (modes)} it can make, e.g. {"int8": ("static", "dynamic")}
+    QuantizeOptions: pydantic options only its quantizer has (`quantize.per_format.<name>`), or None
+    layer_int8:   {mode: {torch layer type: "int8" | "float" | "fails"}}: what its quantizer does with
+                  layers it treats specially (recurrent ones), as measured; unlisted types are "int8"
+    check_quantize(config): [(option, reason)] for each option of the recipe's quantize section its
+                  tool cannot carry out; `compress validate` refuses the first
     """
 
     name: ClassVar[str]
@@ -198,6 +243,10 @@ class Format(Protocol):
     Config: ClassVar[type[BaseModel] | None]
     quantizer: ClassVar[str]
     quantize_modes: ClassVar[dict[str, tuple[str, ...]]]
+    QuantizeOptions: ClassVar[type[BaseModel] | None]
+    layer_int8: ClassVar[dict[str, dict[str, str]]]
+
+    def check_quantize(self, config: Any) -> list[tuple[str, str]]: ...
 
     def export(self, request: ExportRequest) -> Exported: ...
 
@@ -304,7 +353,8 @@ class Metric(Protocol):
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "stage": ("Config", "run"),
     "format": ("name", "runtimes", "suffixes", "loads_code", "libraries", "quantize_libraries", "quantizer",
-               "quantize_modes", "export", "quantize", "inspect", "check_file"),
+               "quantize_modes", "QuantizeOptions", "layer_int8", "check_quantize", "export", "quantize", "inspect",
+               "check_file"),
     "runtime": ("name", "install_hint", "run", "input_specs"),
     "target": ("prepare", "measure"),
     "dataset": ("__call__",),

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from compress.budget import AccuracyDrop, Budget, at_least, at_most
 from compress.budget import drop as metric_drop
 from compress.errors import ExitCode
-from compress.results import ArtifactRecord, LatencyStats, Measurement, Results
+from compress.results import QUANTIZED, ArtifactRecord, LatencyStats, Measurement, Results
 
 BASELINE_SCHEMA_VERSION = 1
 COMPLETE = "complete"
@@ -138,13 +138,17 @@ def _same_place(a: Measurement, b: Measurement) -> bool:
 
 def completeness(results: Results) -> list[Check]:
     """A failing `complete` check per crashed or timed-out measurement (one for the run when its status
-    says incomplete without one), else a single passing check."""
+    says incomplete without one), and a failing `accuracy_budget` check per accuracy-aware int8
+    artifact that missed its budget; else a single passing check."""
     checks = [Check(COMPLETE, m.artifact, m.runtime, m.target, m.threads, 0.0, 0.0, False,
                     f"{_where(m)}: measurement {m.status}: {m.error or 'no error recorded'}")
               for m in results.measurements if m.status not in ("ok", "skipped")]
-    if not checks and results.status != "complete":
+    if not checks and results.status == "incomplete":
         checks.append(Check(COMPLETE, RUN, None, None, None, 0.0, 0.0, False,
                             f"run {results.run_id} is {results.status}: never a pass"))
+    checks += [Check("accuracy_budget", b["artifact"], None, None, None, b["validation_metric_int8"],
+                     b["validation_metric_fp32"], False, b["message"])
+               for b in results.accuracy_budget if not b["met"]]
     if not checks:
         checks.append(Check(COMPLETE, RUN, None, None, None, 1.0, 1.0, True,
                             f"run {results.run_id}: all {len(results.measurements)} measurements finished"))
@@ -240,7 +244,7 @@ def _speedup_checks(results: Results, limit: float, artifacts: list[ArtifactReco
     by_id = {a.id: a for a in results.artifacts}
     for artifact in artifacts:
         parent = by_id.get(artifact.parent) if artifact.parent else None
-        if artifact.precision != "int8" or parent is None:
+        if artifact.precision not in QUANTIZED or parent is None:
             continue
         for m in _ok_measurements(results, artifact.name):
             fp32 = next((p for p in results.measurements if p.artifact == parent.name and _same_place(p, m)), None)

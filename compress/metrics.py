@@ -27,8 +27,10 @@ class Metric:
 
 
 def _top1(outputs: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None) -> float:
-    """Share of correct top-1 predictions (per token for a language model)."""
-    return float((outputs.argmax(axis=-1) == labels).mean())
+    """Share of correct top-1 predictions (per token for a language model); a prediction from
+    non-finite logits is never correct."""
+    finite = np.isfinite(outputs).all(axis=-1)
+    return float(((outputs.argmax(axis=-1) == labels) & finite).mean())
 
 
 def _perplexity(outputs: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None) -> float:

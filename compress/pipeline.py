@@ -118,6 +118,9 @@ class Pipeline:
                                               for d in getattr(backend, "distributions", ())])
         write_atomic(folder / "versions.json", json.dumps(environment, indent=1))
         self.log.info("run %s of %s", run_id, self.plan.file)
+        for warning in self.plan.warnings:
+            self.console.log(f"[yellow]warning[/] {warning}")
+            self.log.warning("%s", warning)
         data = load_data(self.plan)
         self.log.info("data %s: %d train, %d calibration, %d test", data.source, len(data.train),
                       len(data.calibration), len(data.test))
@@ -164,11 +167,11 @@ class Pipeline:
                 self.log.info("%s %s in %.1fs", step.label, artifact.name, result.seconds)
             step.after(result, ctx)
         except StageError as exc:
-            if not step.refusable or exc.field == "quantize.max_accuracy_drop":
-                raise  # a missed budget fails the run, by design
+            if not step.refusable:
+                raise
             self._refuse(step, exc)
             return None
-        self._recurrent_left_in_float(result)
+        self._say_what_stayed_float(result)
         return result
 
     def _refuse(self, step: Step, exc: StageError) -> None:
@@ -188,23 +191,29 @@ class Pipeline:
                 raise InputError(f"{pattern!r} matches no layer in any format (each format matches its own layer "
                                  "names: see docs/recipe.md)", file=self.plan.file, field=f"quantize.ignore[{index}]")
 
-    def _recurrent_left_in_float(self, built: Built) -> None:
-        """Say so, and record it, when int8 left a recurrent layer in float (quantizers do it silently)."""
+    def _say_what_stayed_float(self, built: Built) -> None:
+        """Say so when a quantized artifact is labelled mixed, or left a recurrent layer in float
+        (quantizers do it silently); its info names the ops, and its precision says mixed."""
         artifact = built.artifact
-        recurrent_ops = set(artifact.info.get("recurrent_ops") or [])
-        for op, names in (artifact.info.get("left_in_float") or {}).items():
-            if op not in recurrent_ops:
-                continue
-            kept = artifact.info.get("nodes_excluded") or []
-            how = "kept there by quantize.ignore or the accuracy search" if kept else "its quantizer skips them"
-            reason = (f"{len(names)} {op} op(s) of a recurrent layer stay in float in {artifact.name} ({how}): "
-                      f"{', '.join(names[:3])}{' ...' if len(names) > 3 else ''}; the rest is int8"
-                      + ("" if self.recipe.quantize and self.recipe.quantize.mode == "dynamic"
-                         else "; quantize.mode: dynamic may quantize them (docs/recipe.md)"))
-            self.console.log(f"[yellow]left in float[/] {artifact.format} at {built.label}: {reason}")
-            self.log.warning("left in float %s at %s: %s", artifact.format, built.label, reason)
-            self.refusals.append({"artifact": artifact.name, "format": artifact.format, "stage": built.label,
-                                  "op": op, "reason": reason})
+        label = artifact.info.get("label")
+        if not label:
+            return
+        recurrent = artifact.info.get("recurrent_in_float") or {}
+        layers = sorted({type(m).__name__ for m in built.torch_model.modules()
+                         if type(m).__name__ in ("LSTM", "GRU", "RNN")}) if built.torch_model is not None else []
+        if recurrent or (layers and artifact.format and label["precision"] == "mixed"):
+            ops = "; ".join(f"{len(names)} {op} op(s)" for op, names in recurrent.items())
+            message = (f"{artifact.name}: the model's {'/'.join(layers) or 'recurrent'} layer(s) stay in float"
+                       + (f" ({ops})" if ops else ""))
+            self.console.log(f"[yellow]left in float[/] {message}")
+            self.log.warning("left in float: %s", message)
+        if label["precision"] == "mixed":
+            floats = artifact.info.get("left_in_float") or {}
+            named = ", ".join(f"{op} x{len(names)}" for op, names in floats.items())
+            message = (f"{artifact.name}: labelled mixed: {label['basis']} {label['share']} < quantize.min_int8_share "
+                       f"{label['min_int8_share']} (in float: {named or 'nothing weighted'})")
+            self.console.log(f"[yellow]mixed[/] {message}")
+            self.log.warning("%s", message)
 
     def _results(self, run_id: str, folder: Path, started: str, data: Any, built: list[Built], measurements: list[Any],
                  environment: dict[str, str]) -> RunOutcome:
@@ -212,10 +221,15 @@ class Pipeline:
         from compress.results import Results
 
         complete = all(m.status in ("ok", "skipped") for m in measurements)
+        budgets = [_budget_record(b) for b in built if "accuracy_aware" in b.artifact.info]
+        missed = [b for b in budgets if not b["met"]]
+        for record in missed:
+            self.log.warning("%s", record["message"])
         results = Results(
             compress_version=__version__, run_id=run_id, recipe=str(self.plan.path.resolve()),
             recipe_name=self.recipe.name, started=started, finished=datetime.now(UTC).isoformat(timespec="seconds"),
-            status="complete" if complete else "incomplete",
+            status="incomplete" if not complete else "budget_missed" if missed else "complete",
+            accuracy_budget=budgets,
             task={**self.recipe.task.model_dump(), "lower_is_better": self.plan.metric.lower_is_better},
             data={"source": data.source, "train": len(data.train), "calibration": len(data.calibration),
                   "test": len(data.test), "fingerprint": data.fingerprint()},
@@ -232,6 +246,18 @@ class Pipeline:
         write_atomic(folder / "results.json", results.model_dump_json(indent=1))
         write_atomic(folder / "table.txt", table)
         return RunOutcome(folder=folder, results=results, table=table)
+
+
+def _budget_record(built: Built) -> dict[str, Any]:
+    """An accuracy-aware int8 artifact's outcome: the best found, its score, and what it took."""
+    from compress.accuracy import missed_message
+
+    search = built.artifact.info["accuracy_aware"]
+    return {"format": built.artifact.format, "artifact": built.artifact.name, "budget": search["budget"],
+            "validation_metric_fp32": search["validation_metric_fp32"],
+            "validation_metric_int8": search["validation_metric_int8"], "met": search["budget_met"],
+            "kept_in_float": search["kept_in_float"], "trials": search.get("trials"), "stopped": search.get("stopped"),
+            "message": "" if search["budget_met"] else missed_message(built.artifact.name, built.artifact.info)}
 
 
 def _link_records(artifacts: list[Artifact], folder: Path) -> list[Any]:

@@ -45,6 +45,7 @@ class Plan:
     metric: Metric
     source: Format  # the format of the torch stages' models (SOURCE_FORMAT)
     loaders: dict[str, tuple[str, ...]] = field(default_factory=dict)  # format -> runtimes that load it
+    warnings: list[str] = field(default_factory=list)  # what validation found worth saying, not refusing
 
     @property
     def folder(self) -> Path:

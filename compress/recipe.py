@@ -7,6 +7,7 @@ typo never cascades into a page of errors.
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -111,13 +112,23 @@ class TaskConfig(Strict):
 
 
 class CalibrationConfig(Strict):
+    """How static int8 finds activation ranges from samples of the calibration split."""
+
     samples: int = Field(256, gt=0)
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     percentile: float = Field(99.999, gt=0, le=100)
 
 
+class SearchConfig(Strict):
+    """Bounds of the accuracy-aware search: it stops at whichever comes first, with the best found."""
+
+    max_trials: int = Field(24, gt=0)  # quantized candidates scored, the first (everything int8) included
+    max_seconds: float = Field(900.0, gt=0, allow_inf_nan=False)
+
+
 class QuantizeConfig(Strict):
-    """The one int8 intent; each format realizes it with its own quantizer."""
+    """The one int8 intent; each format realizes it with its own quantizer, or `compress validate`
+    refuses an option that format's tool cannot honour (docs/recipe.md has the table)."""
 
     precision: Literal["int8"] = "int8"
     # static: weights and activations in int8, activation ranges calibrated on samples (fastest).
@@ -126,16 +137,30 @@ class QuantizeConfig(Strict):
     # embeddings kept cosine 0.993 with dynamic ORT int8 and 0.26 with static here.
     mode: Literal["static", "dynamic"] = "static"
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
-    per_channel: bool = True
-    # uint8 activations with int8 weights hit ONNX Runtime's fast x86 kernels (int8/int8 barely
-    # beat fp32 on a ResNet-18 here: 13.2 ms against 4.0 ms for uint8/int8).
-    activations: Literal["uint8", "int8"] = "uint8"
+    per_channel: bool = True  # weights: one scale per output channel
+    # The activations' type and symmetry; unset, each format uses its own default (recorded in
+    # results.json): uint8 asymmetric on ONNX Runtime (its fast x86 kernels: int8/int8 barely beat
+    # fp32 on a ResNet-18 here, 13.2 ms against 4.0 ms for uint8/int8), NNCF's choice per tensor on
+    # OpenVINO, int8 asymmetric on TFLite (the format's int8 spec).
+    activations: Literal["uint8", "int8"] | None = None
+    symmetric_activations: bool | None = None
+    weights: Literal["int8"] = "int8"
     ignore: list[str] = Field(default_factory=list)
-    # NNCF's transformer scheme keeps softmax / layer norm inputs in float where that keeps accuracy.
-    model_type: Literal["default", "transformer"] = "default"
+    # Options only one format's tool has, under its name: {openvino: {model_type: transformer}}.
+    per_format: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # An artifact is labelled int8 when at least this share of its weighted ops' MACs (static) or
+    # weights (dynamic: activations are quantized per call) is int8, read back from the artifact;
+    # otherwise it is labelled mixed, with the ops left in float named.
+    min_int8_share: float = Field(0.5, ge=0, le=1)
     # Accuracy-aware int8: at most this drop against the fp32 parent on the validation data,
     # absolute (0.01 = one point of top-1) or relative ("1%"). Layers stay in float until it holds.
     max_accuracy_drop: AccuracyDrop | None = None
+    search: SearchConfig = Field(default_factory=SearchConfig)
+
+    def explicit(self) -> set[str]:
+        """The options the recipe set (`calibration.method` for a nested one), not left to defaults."""
+        nested = {f"calibration.{name}" for name in self.calibration.model_fields_set}
+        return set(self.model_fields_set) | nested
 
 
 class LatencyConfig(Strict):
@@ -311,10 +336,78 @@ def _plan(path: Path, recipe: Recipe, data: dict[str, Any], located: LocatedYaml
                                                                          getattr(metric, "bounds", (None, None)))
         if problem:
             raise InputError(problem, **where(key, "max_accuracy_drop"), field=f"{key}.max_accuracy_drop")
+    warnings = _check_quantize(recipe, formats, path, where) if recipe.quantize is not None else []
     loaders = {f.name: loaders_of(f.name, f.plugin, runtimes) for f in [*formats]}
     loaders[SOURCE_FORMAT] = loaders_of(SOURCE_FORMAT, source, runtimes)
     return Plan(path=path, recipe=recipe, raw=data, stages=stages, formats=formats, runtimes=runtimes,
-                targets=targets, dataset=dataset, metric=metric, source=source, loaders=loaders)
+                targets=targets, dataset=dataset, metric=metric, source=source, loaders=loaders, warnings=warnings)
+
+
+def _check_quantize(recipe: Recipe, formats: list[Any], path: Path, where: Any) -> list[str]:
+    """Every quantize option is carried out by every format, or refused here naming the format and the
+    option; a layer a format's quantizer leaves in float is said here, one it cannot convert refused."""
+    config = recipe.quantize
+    assert config is not None
+    if config.mode == "dynamic" and any(o.startswith("calibration.") for o in config.explicit()):
+        raise InputError("dynamic int8 calibrates nothing (activations are quantized per call): remove it, or use "
+                         "mode: static", **where("quantize", "calibration"), field="quantize.calibration")
+    from compress import registry
+
+    by_name = {f.name: f for f in formats}
+    warnings: list[str] = []
+    for name, options in config.per_format.items():
+        at = where("quantize", "per_format", name)
+        if name not in by_name:
+            registry.load("compress.formats", name, **at, field=f"quantize.per_format.{name}")  # a known format?
+            warnings.append(f"{path}: quantize.per_format.{name}: {name!r} is not exported by this recipe "
+                            f"({', '.join(by_name) or 'none'}): its options apply to nothing")
+            continue
+        options_cls = by_name[name].plugin.QuantizeOptions
+        if options_cls is None:
+            raise InputError(f"format {name!r} has no options of its own", **at, field=f"quantize.per_format.{name}")
+        try:
+            options_cls.model_validate(options or {})
+        except ValidationError as exc:
+            loc, message = first_error_message(exc, options_cls)
+            raise InputError(message, **at, field=format_path(("quantize", "per_format", name, *loc))) from None
+    for planned in formats:
+        for option, reason in planned.plugin.check_quantize(config):
+            raise InputError(f"format {planned.name!r} cannot honour it: {reason}",
+                             **where("quantize", *option.split(".")), field=f"quantize.{option}")
+    return warnings + _recurrent_layers(recipe, formats, path, where)
+
+
+def _recurrent_layers(recipe: Recipe, formats: list[Any], path: Path, where: Any) -> list[str]:
+    """What each format's quantizer does with the model's recurrent layers (the format says, as
+    measured): it fails (refused here) or leaves them in float (a warning)."""
+    config = recipe.quantize
+    assert config is not None
+    if recipe.model.factory is None or not any(f.plugin.layer_int8.get(config.mode) for f in formats):
+        return []
+    from compress.modelio import build_from_factory
+
+    model = build_from_factory(recipe.model.factory, recipe.model.kwargs, path.parent, file=str(path),
+                               field="model.factory")
+    layers: dict[str, list[str]] = {}
+    for name, module in model.named_modules():
+        kind = type(module).__name__
+        if kind in ("LSTM", "GRU", "RNN") and not any(fnmatch.fnmatchcase(name, g) for g in config.ignore):
+            layers.setdefault(kind, []).append(name)
+    warnings = []
+    for planned in formats:
+        for kind, names in layers.items():
+            outcome = planned.plugin.layer_int8.get(config.mode, {}).get(kind, "int8")
+            said = f"{kind} layer(s) {', '.join(names)}"
+            others = [m for m in ("static", "dynamic") if m != config.mode
+                      and planned.plugin.layer_int8.get(m, {}).get(kind, "int8") == "int8"]
+            hint = f"; quantize.mode: {others[0]} puts them in int8" if others else ""
+            if outcome == "fails":
+                raise InputError(f"format {planned.name!r}: its {config.mode} int8 cannot convert the {said}{hint}; or "
+                                 "drop the format from export", **where("quantize", "mode"), field="quantize.mode")
+            if outcome == "float":
+                warnings.append(f"{path}: quantize: format {planned.name!r}: its {config.mode} int8 leaves the {said} "
+                                f"in float{hint}")
+    return warnings
 
 
 def recipe_json_schema() -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING, Any
 
+from compress.results import QUANTIZED
+
 if TYPE_CHECKING:
     from compress.results import Measurement, Results
 
@@ -34,14 +36,17 @@ def render_table(results: Results) -> str:
 
     metric = results.task.get("metric", "metric")
     table = Table(title=f"{results.recipe_name} · run {results.run_id}")
-    for column in ("artifact", "format", "precision", "runtime", "target", "threads", metric, "agreement",
+    for column in ("artifact", "format", "precision", "int8 MACs", "runtime", "target", "threads", metric, "agreement",
                    "parity", "size", "params", "MACs", "p50 ms", "p90 ms", "p99 ms", "runs"):
         numeric = column not in ("artifact", "format", "precision", "runtime", "target")
+
         table.add_column(column, justify="right" if numeric else "left")
     for m in results.measurements:
         artifact = results.artifact(m.artifact)
         lat = m.latency
-        row = [m.artifact, artifact.format, artifact.precision, m.runtime, m.target, str(m.threads),
+        share = artifact.info.get("int8_macs_share")
+        row = [m.artifact, artifact.format, artifact.precision, "-" if share is None else f"{share:.0%}",
+               m.runtime, m.target, str(m.threads),
                f"{m.metric[metric]:.4f}" if metric in m.metric else "-",
                f"{m.agreement:.4f}" if m.agreement is not None else "-",
                _parity_cell(m),
@@ -90,7 +95,7 @@ def summarize(results: Results) -> dict[str, Any]:
     if final is not original and base and last and metric in base.metric and metric in last.metric:
         summary[f"final_{metric}_delta_points"] = round(100 * (last.metric[metric] - base.metric[metric]), 2)
     for artifact in results.artifacts:
-        if artifact.precision != "int8" or artifact.parent is None:
+        if artifact.precision not in QUANTIZED or artifact.parent is None:
             continue
         parent = next((a for a in by_name.values() if a.id == artifact.parent), None)
         if parent is None:

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from compress.runtimes.protocol import LatencyStats
 
 RESULTS_SCHEMA_VERSION = 1
+# The precisions of a quantized artifact: int8, or mixed when less of it is int8 than the recipe's
+# quantize.min_int8_share (its ops left in float are named in its info).
+QUANTIZED = ("int8", "mixed")
 
 
 class _Record(BaseModel):
@@ -99,14 +102,20 @@ class Results(_Record):
     recipe_name: str
     started: str
     finished: str
-    status: Literal["complete", "incomplete"] = Field(
-        description="incomplete when any measurement failed or timed out: never a pass")
+    status: Literal["complete", "incomplete", "budget_missed"] = Field(
+        description="incomplete when any measurement failed or timed out: never a pass; budget_missed when an "
+                    "accuracy-aware int8 artifact missed quantize.max_accuracy_drop (the best found is kept, and "
+                    "measured)")
     task: dict[str, Any]
     data: dict[str, Any]
     stages: list[StageRecord]
     artifacts: list[ArtifactRecord]
     measurements: list[Measurement]
     refusals: list[Refusal] = Field(default_factory=list)
+    accuracy_budget: list[dict[str, Any]] = Field(
+        default_factory=list, description="per accuracy-aware int8 artifact: its format, the best found, its score on "
+                                          "the validation split against the fp32 parent's, and whether it met the "
+                                          "budget")
     summary: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str]
 

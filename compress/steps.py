@@ -9,7 +9,9 @@ folder; the pipeline is a loop over steps (compress.pipeline).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -331,14 +333,24 @@ class QuantizeStep(Step):
             validation=_validation(self.format.name, parent.artifact, ctx), run=ctx.run)
         exported = plugin.quantize(request)
         readback = plugin.inspect(exported.path)
-        info = {**exported.info, "left_in_float": readback.float_ops,
-                "recurrent_ops": sorted(readback.recurrent_ops & set(readback.float_ops))}
-        artifact = _artifact(self, ctx, parent.artifact, exported, config.precision, f"quantize.{plugin.quantizer}",
-                             info)
-        return artifact, parent.torch_model
+        # The label is read back from the artifact: int8 when enough of it is (MACs for static int8,
+        # weights for dynamic, whose activations are quantized per call), else mixed.
+        basis = "macs" if config.mode == "static" else "weights"
+        share = readback.int8_macs_share if basis == "macs" else readback.int8_weights_share
+        label = config.precision if share >= config.min_int8_share else "mixed"  # NaN (nothing weighted): mixed
+        info = {**exported.info, "int8_macs_share": _rounded(readback.int8_macs_share),
+                "int8_weights_share": _rounded(readback.int8_weights_share), "left_in_float": readback.float_ops,
+                "recurrent_in_float": readback.recurrent_in_float,
+                "label": {"precision": label, "basis": f"int8_{basis}_share", "share": _rounded(share),
+                          "min_int8_share": config.min_int8_share}}
+        name = self.name if label == config.precision else self.name.replace(f".{config.precision}.", f".{label}.")
+        artifact = _artifact(self, ctx, parent.artifact, exported, label, f"quantize.{plugin.quantizer}", info)
+        return dataclasses.replace(artifact, name=name), parent.torch_model
 
-    def after(self, built: Built, ctx: RunContext) -> None:
-        _check_budget(built.artifact, ctx.file)
+
+
+def _rounded(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 4)
 
 
 def _validation(format_name: str, source: Artifact, ctx: RunContext) -> Any:
@@ -360,23 +372,15 @@ def _validation(format_name: str, source: Artifact, ctx: RunContext) -> Any:
             assert ctx.original is not None
             ctx.calibration_reference = reference_outputs(ctx.original, ctx.data.calibration.x)
         reference = ctx.calibration_reference
+    def progress(line: str) -> None:
+        ctx.console.log(f"accuracy-aware {format_name}: {line}")
+        ctx.log.info("accuracy-aware %s: %s", format_name, line)
+
     return Validation(x=ctx.data.calibration.x, y=ctx.data.calibration.y, metric=metric,
                       budget=Budget.parse(config.max_accuracy_drop, metric.lower_is_better),
                       input_name=ctx.input_names[0], runtime=ctx.plan.format(format_name).runtimes[0], run=ctx.run,
-                      reference=reference, input_transpose=source.attributes.get("input_transpose"))
-
-
-def _check_budget(artifact: Artifact, file: str) -> None:
-    """An int8 artifact that missed its accuracy budget stays in the cache (the best found) and
-    fails the stage, saying so."""
-    search = artifact.info.get("accuracy_aware")
-    if search and not search["budget_met"]:
-        from compress.accuracy import SearchReport, budget_missed
-
-        report = SearchReport(reference=search["validation_metric_fp32"], budget=search["budget"],
-                              allowed_drop=search["allowed_drop"], kept_in_float=search["kept_in_float"],
-                              score=search["validation_metric_int8"])
-        raise budget_missed(report, artifact.name, artifact.path, file)
+                      reference=reference, input_transpose=source.attributes.get("input_transpose"),
+                      max_trials=config.search.max_trials, max_seconds=config.search.max_seconds, progress=progress)
 
 
 # --- the steps of a plan -----------------------------------------------------------------------

@@ -53,17 +53,46 @@ def distillation_loss(kind: TaskKind, teacher: torch.nn.Module, temperature: flo
     return loss
 
 
+def _rows(array: np.ndarray) -> np.ndarray:
+    return array.reshape(len(array), -1).astype(np.float64)
+
+
+def cosines(outputs: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-sample cosine similarity of flattened outputs. A sample that is zero or not finite on one
+    side only scores 0, never 1; two identical zero vectors score 1 (the outputs agree)."""
+    a, b = _rows(outputs), _rows(reference)
+    finite = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+    a, b = np.where(finite[:, None], a, 0.0), np.where(finite[:, None], b, 0.0)
+    norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    both_zero = (norm_a == 0) & (norm_b == 0)
+    value = (a * b).sum(axis=1) / np.maximum(norm_a * norm_b, 1e-300)
+    return np.where(~finite, 0.0, np.where(both_zero, 1.0, np.where((norm_a == 0) | (norm_b == 0), 0.0, value)))
+
+
 def mean_cosine(outputs: np.ndarray, reference: np.ndarray) -> float:
-    """Mean per-sample cosine similarity of flattened outputs (1.0 where both are zero)."""
-    a = outputs.reshape(len(outputs), -1).astype(np.float64)
-    b = reference.reshape(len(reference), -1).astype(np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return float(np.mean(np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)))
+    """Mean per-sample cosine (see `cosines`); NaN for no samples."""
+    return float(cosines(outputs, reference).mean()) if len(outputs) else float("nan")
+
+
+def non_finite_samples(outputs: np.ndarray) -> int:
+    """How many samples have a NaN or infinite value somewhere in their outputs."""
+    return int((~np.isfinite(_rows(outputs)).all(axis=1)).sum()) if len(outputs) else 0
+
+
+def is_dead(outputs: np.ndarray, reference: np.ndarray) -> bool:
+    """Outputs that are the same for every sample while the reference's vary: a model that ignores its
+    input (all zeros, a constant, a collapsed quantization) is not close to one that does not."""
+    if len(outputs) < 2:
+        return False
+    a, b = _rows(outputs), _rows(reference)
+    return bool(np.ptp(a, axis=0).max() == 0 and np.ptp(b, axis=0).max() > 0)
 
 
 def agreement(kind: TaskKind, outputs: np.ndarray, reference: np.ndarray) -> float:
     """Agreement with the original model: the share of matching top-1 predictions (per sample, or
-    per token for a language model); for an embedding model, the mean cosine of the vectors."""
+    per token for a language model), a non-finite prediction never matching; for an embedding model,
+    the mean cosine of the vectors."""
     if kind == "embedding":
         return mean_cosine(outputs, reference)
-    return float((outputs.argmax(axis=-1) == reference.argmax(axis=-1)).mean())
+    finite = np.isfinite(outputs).all(axis=-1) & np.isfinite(reference).all(axis=-1)
+    return float(((outputs.argmax(axis=-1) == reference.argmax(axis=-1)) & finite).mean())

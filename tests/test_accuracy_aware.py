@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from compress.accuracy import Validation, greedy_keep_in_float
+from compress.accuracy import Validation, keep_in_float_search
 from compress.budget import Budget
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,10 +31,12 @@ def test_budget_boundaries_are_exact(raw, reference, score, met):
 class ScriptedValidation(Validation):
     """Scores a 'model' file by the layers it left in float, as listed inside it."""
 
-    def __init__(self, budget: Budget, costs: dict[str, float], reference: float) -> None:
+    def __init__(self, budget: Budget, costs: dict[str, float], reference: float, **bounds: object) -> None:
         super().__init__(x=None, y=None, metric=None, budget=budget, input_name="x", runtime="none",  # type: ignore[arg-type]
-                         run=None)  # type: ignore[arg-type]
+                         run=None, **bounds)  # type: ignore[arg-type]
         self.costs, self.reference = costs, reference
+        self.lines: list[str] = []
+        self.progress = self.lines.append
 
     def score(self, path: Path) -> float:
         kept = set(path.read_text().split(",")) - {""}
@@ -45,30 +47,52 @@ def _write(excluded: list[str], path: Path) -> None:
     path.write_text(",".join(excluded))
 
 
-def test_search_keeps_the_most_harmful_layers_in_float_until_within_budget(tmp_path):
+def test_search_keeps_the_fewest_most_harmful_layers_in_float_that_meet_the_budget(tmp_path):
     costs = {"conv1": 0.001, "lstm": 0.30, "fc": 0.02, "conv2": 0.0}
     validation = ScriptedValidation(Budget(0.01, relative=False), costs, reference=0.9)
-    report = greedy_keep_in_float(_write, list(costs), 0.9, validation, tmp_path / "best.txt")
-    assert report.met
-    assert report.kept_in_float == ["lstm", "fc"]  # by sensitivity, stopping once within budget
+    report = keep_in_float_search(_write, list(costs), 0.9, validation, tmp_path / "best.txt")
+    assert report.met and report.stopped == "budget met"
+    assert report.kept_in_float == ["lstm", "fc"]  # by sensitivity: one is not enough, two are
     assert (tmp_path / "best.txt").read_text() == "lstm,fc"
     assert report.steps[0]["sensitivity"]["lstm"] == pytest.approx(0.30)
     assert report.as_info()["accuracy_aware"]["budget_met"] is True
+    assert report.trials == len(validation.lines) and validation.lines[0].startswith("trial 1/24: everything in int8")
+
+
+def test_a_one_pass_ranking_replaces_the_one_at_a_time_trials(tmp_path):
+    costs = {f"layer{i}": 0.001 for i in range(40)} | {"bad": 0.2, "worse": 0.3}
+    validation = ScriptedValidation(Budget(0.05, relative=False), costs, reference=0.9)
+    ranked = ["worse", "bad", *[f"layer{i}" for i in range(40)]]
+    report = keep_in_float_search(_write, list(costs), 0.9, validation, tmp_path / "best.txt",
+                                  ranking=lambda int8: ranked)
+    assert report.met and report.kept_in_float == ["worse", "bad"]
+    assert report.trials == 3  # everything int8, then heads of 1 and 2: no trial per layer
+    assert report.ranked_by.startswith("per-layer error")
 
 
 def test_search_stops_at_once_when_default_int8_is_within_budget(tmp_path):
     validation = ScriptedValidation(Budget(0.05, relative=False), {"a": 0.01, "b": 0.01}, reference=0.9)
-    report = greedy_keep_in_float(_write, ["a", "b"], 0.9, validation, tmp_path / "best.txt")
-    assert report.met and report.kept_in_float == [] and len(report.steps) == 1
+    report = keep_in_float_search(_write, ["a", "b"], 0.9, validation, tmp_path / "best.txt")
+    assert report.met and report.kept_in_float == [] and len(report.steps) == 1 and report.trials == 1
 
 
 def test_an_unreachable_budget_keeps_the_best_and_says_so(tmp_path):
     # a cost no layer explains (say, the input quantizer): keeping everything in float is not enough
     validation = ScriptedValidation(Budget(0.001, relative=False), {"a": 0.05, "input": 0.02}, reference=0.9)
-    report = greedy_keep_in_float(_write, ["a"], 0.9, validation, tmp_path / "best.txt")
-    assert not report.met
+    report = keep_in_float_search(_write, ["a"], 0.9, validation, tmp_path / "best.txt")
+    assert not report.met and report.stopped == "every candidate kept in float"
     assert report.kept_in_float == ["a"] and report.score == pytest.approx(0.88)
     assert (tmp_path / "best.txt").read_text() == "a"  # the best artifact found is kept
+
+
+def test_the_search_is_bounded_by_its_trials_and_keeps_the_best_so_far(tmp_path):
+    costs = {f"layer{i}": 0.01 for i in range(30)}
+    validation = ScriptedValidation(Budget(0.001, relative=False), costs, reference=0.9, max_trials=6)
+    report = keep_in_float_search(_write, list(costs), 0.9, validation, tmp_path / "best.txt")
+    assert report.trials == 6 and not report.met and report.stopped == "max_trials"
+    assert len(report.steps[0]["sensitivity"]) == 2  # half the trials ranked, half searched
+    best = (tmp_path / "best.txt").read_text().split(",")
+    assert len(best) == len(report.kept_in_float) > 0 and report.score > 0.9 - 0.3  # better than all-int8
 
 
 @pytest.mark.slow
@@ -81,19 +105,25 @@ def test_lstm_default_int8_misses_and_accuracy_aware_openvino_meets_the_budget(c
               "--set", "verify.parity.int8={min_cosine: 0.0, min_agreement: 0.0}")
     assert cli("run", recipe, *common).exit_code == 0
     default = _latest(tmp_path)
+    quantized = _quantized(default)
     top1 = {m["artifact"]: m["metric"]["top1"] for m in default["measurements"]}
-    assert top1["original.openvino"] - top1["original.int8.openvino"] > 0.01  # the miss, measured
+    assert top1["original.openvino"] - top1[quantized["name"]] > 0.01  # the miss, measured
 
     result = cli("run", recipe, *common, "--set", "quantize.max_accuracy_drop=0.01")
     assert result.exit_code == 0, result.stderr
     tuned = _latest(tmp_path)
-    artifact = next(a for a in tuned["artifacts"] if a["name"] == "original.int8.openvino")
+    artifact = _quantized(tuned)
     search = artifact["info"]["accuracy_aware"]
     assert search["budget_met"] and search["steps"][0]["validation_metric"] < search["validation_metric_fp32"] - 0.01
     assert any("LSTMSequence" in layer for layer in search["kept_in_float"])
     top1 = {m["artifact"]: m["metric"]["top1"] for m in tuned["measurements"]}
-    assert top1["original.openvino"] - top1["original.int8.openvino"] <= 0.01 + 1e-9  # held out test split
-    assert tuned["summary"]["original.int8.openvino_kept_in_float"] == search["kept_in_float"]
+    assert top1["original.openvino"] - top1[artifact["name"]] <= 0.01 + 1e-9  # held out test split
+    assert tuned["summary"][f"{artifact['name']}_kept_in_float"] == search["kept_in_float"]
+
+
+def _quantized(results: dict, fmt: str = "openvino") -> dict:
+    """The quantized artifact of a format (named int8 or mixed, by what it is)."""
+    return next(a for a in results["artifacts"] if a["format"] == fmt and a["lineage"][-1].startswith("quantize."))
 
 
 def _latest(out: Path, name: str = "lstm-digits") -> dict:
@@ -117,30 +147,50 @@ def test_outlier_model_is_fixed_on_onnxruntime_and_tflite(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     tuned = _latest(tmp_path, "outlier-digits")
     top1 = {m["artifact"]: m["metric"]["top1"] for m in tuned["measurements"]}
-    kept = {a["name"]: a["info"]["accuracy_aware"]["kept_in_float"] for a in tuned["artifacts"]
-            if "accuracy_aware" in a["info"]}
-    assert "node_mul_18" in kept["original.int8.onnx"] or any("mul" in k for k in kept["original.int8.onnx"])
-    assert "outlier" in kept["original.int8.tflite"]
-    for fmt in ("onnx", "tflite"):
-        assert top1[f"original.{fmt}"] - top1[f"original.int8.{fmt}"] <= 0.01 + 1e-9
+    quantized = {fmt: _quantized(tuned, fmt) for fmt in ("onnx", "tflite")}
+    kept = {fmt: a["info"]["accuracy_aware"]["kept_in_float"] for fmt, a in quantized.items()}
+    assert "node_mul_18" in kept["onnx"] or any("mul" in k for k in kept["onnx"])
+    assert "outlier" in kept["tflite"]
+    for fmt, artifact in quantized.items():
+        assert top1[f"original.{fmt}"] - top1[artifact["name"]] <= 0.01 + 1e-9
+        # its label is read back: int8 when most of its MACs still are, else mixed
+        share = artifact["info"]["int8_macs_share"]
+        assert artifact["precision"] == ("int8" if share >= 0.5 else "mixed"), (share, artifact["precision"])
 
 
-def test_an_unmet_budget_fails_the_stage_and_keeps_the_best_artifact(cli, tmp_path, monkeypatch):
+def test_an_unmet_budget_completes_the_run_with_the_best_artifact_and_exits_1(cli, tmp_path, monkeypatch):
     # Every int8 candidate scores 0.5 against 0.9 in fp32, whatever stays in float: unreachable.
     def scripted(self, path):
         return 0.5 if "compress-aa-" in str(path) else 0.9
 
     monkeypatch.setattr(Validation, "score", scripted)
     recipe = ROOT / "recipes" / "outlier-digits.yaml"
-    result = cli("run", recipe, "--out", tmp_path, "--set", "export=[onnx]", "--set", "verify.runtimes=[onnxruntime]",
-                 "--set", "model.kwargs.width=8", "--set", "model.train.epochs=1",
+    result = cli("run", recipe, "--out", tmp_path, "--set", "export=[onnx, tflite]",
+                 "--set", "verify.runtimes=[onnxruntime, litert]", "--set", "model.kwargs.width=8",
+                 "--set", "model.train.epochs=1", "--set", "quantize.search.max_trials=5",
                  "--set", "verify.latency={min_runs: 1, min_seconds: 0}")
     assert result.exit_code == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: {recipe}: quantize.max_accuracy_drop: original.int8.onnx: int8 cannot meet "
-                           "max_accuracy_drop 0.01: the best found scores 0.5000 against 0.9000")
-    kept_at = Path(last.rsplit("it is kept at ", 1)[1])
-    assert kept_at.is_file()  # the best artifact found is not lost
-    meta = json.loads((kept_at.parent / "artifact.json").read_text())
-    assert meta["info"]["accuracy_aware"]["budget_met"] is False
-    assert len(meta["info"]["accuracy_aware"]["steps"]) > 2  # it tried keeping layers in float
+    assert last.startswith("error: accuracy budget missed: original.int8.onnx: int8 cannot meet max_accuracy_drop "
+                           "0.01: the best found scores 0.5000 against 0.9000 in fp32 on the validation split")
+    assert "after 5 trial(s) (max_trials) (and " in last  # the TFLite one, missed too, and parity figures
+    folder = Path(next(line for line in result.stdout.splitlines() if line.startswith("results: "))[9:]).parent
+    results = json.loads((folder / "results.json").read_text())
+    assert results["status"] == "budget_missed"  # complete, every format measured: nothing lost
+    budgets = {b["format"]: b for b in results["accuracy_budget"]}
+    assert set(budgets) == {"onnx", "tflite"} and not any(b["met"] for b in budgets.values())
+    assert budgets["onnx"]["artifact"] == "original.int8.onnx" and budgets["onnx"]["trials"] == 5
+    measured = {(m["artifact"], m["runtime"]) for m in results["measurements"] if m["status"] == "ok"}
+    assert ("original.int8.onnx", "onnxruntime") in measured and ("original.int8.tflite", "litert") in measured
+    artifact = next(a for a in results["artifacts"] if a["name"] == "original.int8.onnx")
+    assert (folder / artifact["path"]).is_file()  # the best found, in the run folder
+    assert artifact["info"]["accuracy_aware"]["budget_met"] is False
+    assert len(artifact["info"]["accuracy_aware"]["steps"]) > 2  # it tried keeping layers in float
+    gate = cli("gate", folder, "--gates", _gates(tmp_path))
+    assert gate.exit_code == 1 and "FAIL accuracy_budget: original.int8.onnx: int8 cannot meet" in gate.stdout
+
+
+def _gates(folder: Path) -> Path:
+    path = folder / "gates.yaml"
+    path.write_text("max_size_mb: 100\n")
+    return path

@@ -138,7 +138,7 @@ def test_lm_end_to_end(tmp_path, write_recipe, corpus, cli):
                            "ignore": ["tok_emb", "blocks.*.attn.*", "blocks.*.mlp.fc2",
                                       "blocks.*.ln*", "ln_f"]}},
                 {"distill": {"epochs": 1, "lr": 0.005, "temperature": 2.0, "alpha": 0.5}}],
-        quantize={"precision": "int8", "mode": "dynamic", "calibration": {"samples": 16}},
+        quantize={"precision": "int8", "mode": "dynamic"},
         export=["onnx", "openvino", "tflite"],
         verify={"runtimes": ["torch", "onnxruntime", "openvino", "litert"],
                 "latency": {"warmup": 1, "min_runs": 3, "min_seconds": 0.0, "threads": [1]},

@@ -101,7 +101,7 @@ def test_embedding_family_end_to_end(cli, write_recipe, tmp_path):
                            "ignore": ["embeddings.*", "*.output.dense", "*LayerNorm"]}},
                 {"distill": {"epochs": 1, "lr": 0.0001, "batch_size": 32,
                              "freeze": ["embeddings.word_embeddings.*"]}}],
-        quantize={"precision": "int8", "mode": "dynamic", "calibration": {"samples": 16}})
+        quantize={"precision": "int8", "mode": "dynamic"})
     recipe["verify"]["parity"] = {"int8": {"min_cosine": 0.99, "min_agreement": 0.99}}
     result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs")
     assert result.exit_code == 0, result.output[-2000:]

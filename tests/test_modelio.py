@@ -107,12 +107,11 @@ def test_a_factory_is_never_imported_from_the_working_directory(tmp_path: Path,
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     (cwd / f"{MODULE}.py").write_text(MODEL_SOURCE)
-    loaded = _recipe(tmp_path / "recipes", {"factory": f"{MODULE}:make", "input": {"shape": [1, 4]}})
     monkeypatch.chdir(cwd)
     # Every way the working directory can sit on sys.path (`python -c`, `python -m`, PYTHONPATH=.).
     monkeypatch.setattr(sys, "path", ["", ".", str(cwd), *sys.path])
-    with pytest.raises(InputError) as caught:
-        _build(loaded)
+    with pytest.raises(InputError) as caught:  # at validation already, or when the model is built
+        _build(_recipe(tmp_path / "recipes", {"factory": f"{MODULE}:make", "input": {"shape": [1, 4]}}))
     assert caught.value.field == "model.factory"
     assert MODULE in caught.value.message
     assert "beside the recipe" in caught.value.message
@@ -125,9 +124,8 @@ def test_a_factory_that_is_not_callable_or_fails_is_an_input_error(tmp_path: Pat
     for factory, expected in ((f"{MODULE}:NOT_CALLABLE", "not callable"), (f"{MODULE}:missing", "no attribute"),
                               (f"{MODULE}:make", "failed")):
         kwargs = {"bogus": 1} if factory.endswith(":make") else {}
-        loaded = _recipe(tmp_path, {"factory": factory, "kwargs": kwargs, "input": {"shape": [1, 4]}})
-        with pytest.raises(InputError, match=expected) as caught:
-            _build(loaded)
+        with pytest.raises(InputError, match=expected) as caught:  # at validation, or when the model is built
+            _build(_recipe(tmp_path, {"factory": factory, "kwargs": kwargs, "input": {"shape": [1, 4]}}))
         assert caught.value.field == "model.factory"
 
 

@@ -89,7 +89,7 @@ def test_quickstart_loads_both_stages_with_their_configs():
     loaded = load_recipe(REPO / "recipes" / "quickstart.yaml")
     assert [s.name for s in loaded.stages] == ["prune", "distill"]
     prune, distill = (s.config for s in loaded.stages)
-    assert prune.target_macs_ratio == 0.5 and prune.iterative_steps == 4
+    assert prune.target_macs_ratio == 0.45 and prune.iterative_steps == 4
     assert distill.teacher == "original" and distill.epochs == 10 and distill.temperature == 4.0
     assert loaded.recipe.export == ["onnx", "openvino", "tflite"]
 

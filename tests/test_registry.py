@@ -28,7 +28,10 @@ class HalfAFormat:
     """A format plugin without quantize, inspect and check_file."""
 
     name, runtimes, suffixes, loads_code = "half", ("onnxruntime",), (".half",), False
-    libraries, quantize_libraries, quantizer, quantize_modes = (), (), "", {}
+    libraries, quantize_libraries, quantizer, quantize_modes, QuantizeOptions, layer_int8 = (), (), "", {}, None, {}
+
+    def check_quantize(self, config):
+        return []
 
     def export(self, request):
         raise NotImplementedError

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -35,6 +35,9 @@ class PruneConfig(BaseModel):
     # What to do when the model has layers torch-pruning cannot prune (recurrent layers): fail the
     # run (default) or skip this stage and say so in the log and results.
     on_unsupported: Literal["fail", "skip"] = "fail"
+    # How far the achieved MACs (or parameter) ratio may land from target_macs_ratio (target_params_ratio),
+    # rounding to round_to included; farther fails the stage, naming both.
+    tolerance: float = Field(0.05, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _one_target(self) -> PruneConfig:
@@ -42,6 +45,14 @@ class PruneConfig(BaseModel):
         if len(given) != 1:
             raise ValueError("give exactly one of pruning_ratio, target_macs_ratio, target_params_ratio")
         return self
+
+
+def _channels(model: torch.nn.Module) -> dict[str, int]:
+    """Output channels (features) of each convolution and linear layer."""
+    from torch import nn
+
+    return {name: (m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features)
+            for name, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
 
 
 def _output_layers(model: torch.nn.Module, example: torch.Tensor) -> list[torch.nn.Module]:
@@ -150,7 +161,7 @@ class PruneStage:
             return None
         kinds = sorted(set(recurrent.values()))
         return (f"torch-pruning cannot prune the hidden units of recurrent layers ({', '.join(kinds)}: "
-                f"{', '.join(recurrent)}; its LSTM support fails, Torch-Pruning issues #44 and #404): add them to "
+                f"{', '.join(recurrent)}; it fails on them, Torch-Pruning issues #44 and #404): add them to "
                 "prune.ignore to prune the other layers, or set prune.on_unsupported: skip")
 
     def run(self, model: torch.nn.Module, ctx: StageContext) -> StageResult:
@@ -167,6 +178,7 @@ class PruneStage:
             return StageResult(model=model, info={"skipped": reason})
         example = ctx.example_input()
         base_macs, base_params = (int(v) for v in tp.utils.count_ops_and_params(model, example))
+        channels_before = _channels(model)
         searched = None
         if config.pruning_ratio is not None:
             ratio = config.pruning_ratio
@@ -177,17 +189,42 @@ class PruneStage:
         model.eval()
         macs, params = (int(v) for v in tp.utils.count_ops_and_params(model, example))
         heads = [module.num_heads for module, _ in _attention_modules(model)]
-        info = {"pruning_ratio": round(ratio, 4), "macs_before": base_macs, "macs_after": macs,
-                **({"attention_heads": heads} if heads else {}),
-                "params_before": base_params, "params_after": params,
-                "macs_ratio": round(macs / base_macs, 4), "params_ratio": round(params / base_params, 4)}
+        channels_after = _channels(model)
+        info: dict[str, Any] = {
+            "pruning_ratio": round(ratio, 4), "macs_before": base_macs, "macs_after": macs,
+            **({"attention_heads": heads} if heads else {}), "params_before": base_params, "params_after": params,
+            "macs_ratio": round(macs / base_macs, 4), "params_ratio": round(params / base_params, 4),
+            "channels": {name: [before, channels_after.get(name, before)] for name, before in channels_before.items()
+                         if channels_after.get(name, before) != before}}
+        target = self._target()
+        if target is not None:
+            name, value = target
+            achieved = info["macs_ratio" if name == "target_macs_ratio" else "params_ratio"]
+            info["target"] = {name: value, "achieved": achieved, "tolerance": config.tolerance}
+            if abs(achieved - value) > config.tolerance + 1e-9:  # searched, and still off: say both
+                above, below = getattr(self, "_around", (achieved, achieved))
+                raise StageError(
+                    f"{name} {value} is not reachable within ±{config.tolerance:g}: the achieved ratio steps from "
+                    f"{above:.4f} to {below:.4f} around it"
+                    + (f" (channels rounded to multiples of {config.round_to})" if config.round_to else "")
+                    + f"; the closest, {achieved:.4f}, is off by {abs(achieved - value):.4f}: change the target, "
+                    "lower round_to, or widen prune.tolerance", file=file, field=f"prune.{name}")
         if searched is not None:
             info["search_steps"] = searched
         return StageResult(model=model, info=info)
 
+    def _target(self) -> tuple[str, float] | None:
+        if self.config.target_macs_ratio is not None:
+            return "target_macs_ratio", self.config.target_macs_ratio
+        if self.config.target_params_ratio is not None:
+            return "target_params_ratio", self.config.target_params_ratio
+        return None
+
     def _search_ratio(self, model: torch.nn.Module, ctx: StageContext, file: str, base_macs: int,
                       base_params: int) -> tuple[float, int]:
-        """Smallest channel ratio whose pruned copy meets the MACs / parameter target (bisection)."""
+        """The channel ratio whose pruned copy lands closest to the MACs / parameter target: bisection
+        to the ratio where the achieved ratio crosses the target, then the closer of the two sides
+        (rounding to round_to makes the achieved ratio a staircase, so the crossing can be a big step)."""
         import torch_pruning as tp
 
         by_macs = self.config.target_macs_ratio is not None
@@ -202,18 +239,27 @@ class PruneStage:
             macs, params = tp.utils.count_ops_and_params(trial, example)
             return float(macs if by_macs else params) / base
 
-        # Above ~0.9 torch-pruning skips groups it would empty, so the ratio stops being monotonic.
-        low, high, steps = 0.0, 0.9, 0
-        best = achieved(high)
+        # torch-pruning skips a group it would empty (above ~0.9, or sooner when round_to rounds what
+        # is left down to nothing), so the achieved ratio falls with the channel ratio only up to a
+        # point: find it on a coarse grid, then bisect below it.
+        grid = {ratio: achieved(ratio) for ratio in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)}
+        low, high, steps = 0.0, min(grid, key=lambda r: (grid[r], r)), len(grid)
+        best = grid[high]
         if best > target:
             name = "target_macs_ratio" if by_macs else "target_params_ratio"
+            limit = "ignored layers" + (f" and round_to {self.config.round_to}" if self.config.round_to else "")
             raise StageError(f"cannot reach {name} {target}: pruning 90% of the prunable channels "
-                             f"leaves {best:.3f} (ignored layers limit it)", file=file, field=f"prune.{name}")
+                             f"leaves {best:.3f} ({limit} limit it)", file=file, field=f"prune.{name}")
+        high_value, low_value = best, 1.0
         while high - low > 0.005:
             middle = (low + high) / 2
             steps += 1
-            if achieved(middle) <= target:
-                high = middle
+            value = achieved(middle)
+            if value <= target:
+                high, high_value = middle, value
             else:
-                low = middle
+                low, low_value = middle, value
+        self._around = (low_value, high_value)  # the achieved ratios on either side of the target
+        if abs(low_value - target) < abs(high_value - target):
+            return low, steps  # just above the target, and closer to it than the step below
         return high, steps

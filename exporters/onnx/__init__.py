@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from compress.contracts import FormatFolder
 
@@ -20,6 +20,22 @@ class OnnxFormat(FormatFolder):
     Config = None
     quantizer = "onnxruntime"
     quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {"int8": ("static", "dynamic")}
+    QuantizeOptions = None
+    # Measured (tests/test_recurrent_int8.py): ONNX Runtime's static QDQ quantizer leaves LSTM and GRU
+    # nodes in float, its dynamic one has an int8 LSTM kernel but none for GRU; torch.onnx writes an
+    # RNN as MatMuls, which both quantize.
+    layer_int8: ClassVar[dict[str, dict[str, str]]] = {"static": {"LSTM": "float", "GRU": "float"},
+                                                       "dynamic": {"GRU": "float"}}
+
+    def check_quantize(self, config: Any) -> list[tuple[str, str]]:
+        refused = []
+        if config.mode == "dynamic":  # quantize_dynamic: uint8 activations from their range at run time
+            if config.activations == "int8":
+                refused.append(("activations", "ONNX Runtime's dynamic quantizer quantizes activations to uint8"))
+            if config.symmetric_activations:
+                refused.append(("symmetric_activations", "ONNX Runtime's dynamic quantizer quantizes activations "
+                                                         "asymmetrically"))
+        return refused
 
     def check_file(self, path: Path) -> None:
         from compress.exporters.onnx.inspect import check_external_data

@@ -43,11 +43,47 @@ def _save(model: Any, ir: Path) -> None:
     ov.save_model(model, str(ir / "model.xml"), compress_to_fp16=False)
 
 
+def _advanced(config: Any) -> tuple[Any, dict[str, Any]]:
+    """NNCF's advanced parameters for the recipe's options, and the same as plain data for results.json."""
+    from nncf.common.quantization.structs import QuantizationScheme
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+    from nncf.quantization.range_estimator import (
+        AggregatorType,
+        RangeEstimatorParameters,
+        RangeEstimatorParametersSet,
+        StatisticsCollectorParameters,
+        StatisticsType,
+    )
+
+    method = config.calibration.method
+    if method == "minmax":
+        ranges, described = RangeEstimatorParametersSet.MINMAX, "MINMAX (global min and max)"
+    else:  # percentile: each sample's quantiles, averaged (entropy is refused by check_quantize)
+        outliers = (100.0 - config.calibration.percentile) / 100.0
+        bound = StatisticsCollectorParameters(statistics_type=StatisticsType.QUANTILE,
+                                              aggregator_type=AggregatorType.MEAN, quantile_outlier_prob=outliers)
+        ranges, described = RangeEstimatorParameters(min=bound, max=bound), f"QUANTILE outlier prob {outliers:g}, MEAN"
+    signed = {None: None, "int8": True, "uint8": False}[config.activations]
+    scheme = None if config.symmetric_activations is None else (
+        QuantizationScheme.SYMMETRIC if config.symmetric_activations else QuantizationScheme.ASYMMETRIC)
+    advanced = AdvancedQuantizationParameters(
+        activations_range_estimator_params=ranges,
+        activations_quantization_params=QuantizationParameters(mode=scheme, signedness_to_force=signed),
+        weights_quantization_params=QuantizationParameters(per_channel=config.per_channel),
+        disable_bias_correction=False)
+    activations = {"mode": scheme and str(scheme), "signedness_to_force": signed}
+    return advanced, {"activations_range_estimator_params": described, "activations_quantization_params": activations,
+                      "weights_quantization_params": {"per_channel": config.per_channel}}
+
+
 def quantize(request: QuantizeRequest) -> Exported:
     import nncf
     import openvino as ov
 
+    from compress.exporters.openvino import OpenVinoQuantizeOptions
+
     config, validation = request.config, request.validation
+    options = OpenVinoQuantizeOptions.model_validate(config.per_format.get("openvino", {}))
     model = ov.Core().read_model(str(request.source.path / "model.xml"))
     names = [op.get_friendly_name() for op in model.get_ordered_ops()]
     ignored = match_names(names, config.ignore)
@@ -55,35 +91,35 @@ def quantize(request: QuantizeRequest) -> Exported:
     dataset = nncf.Dataset([samples[i:i + 1] for i in range(len(samples))])
     common: dict[str, Any] = {
         "subset_size": len(samples), "preset": nncf.QuantizationPreset.PERFORMANCE,
-        "model_type": nncf.ModelType.TRANSFORMER if config.model_type == "transformer" else None,
+        "model_type": nncf.ModelType.TRANSFORMER if options.model_type == "transformer" else None,
+        "fast_bias_correction": options.fast_bias_correction,
         "ignored_scope": nncf.IgnoredScope(names=ignored) if ignored else None,
     }
-    advanced = None
-    if config.calibration.method == "minmax":
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
-        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
-
-        advanced = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
+    advanced, advanced_described = _advanced(config)
     info: dict[str, Any] = {
-        "quantizer": "nncf.quantize", "preset": "performance",
-        "activations_range": "minmax" if advanced else "nncf default (quantile)",
-        "calibration_samples": len(samples), "model_type": config.model_type, "nodes_excluded": ignored,
-        "ignore_matches": {p: match_names(names, [p]) for p in config.ignore}}
+        "quantizer": "nncf.quantize", "preset": "performance", "calibration_samples": len(samples),
+        "model_type": options.model_type, "nodes_excluded": ignored,
+        "ignore_matches": {p: match_names(names, [p]) for p in config.ignore},
+        "quantizer_call": {"function": "nncf.quantize", "arguments": {
+            "subset_size": len(samples), "preset": "PERFORMANCE", "model_type": options.model_type,
+            "fast_bias_correction": options.fast_bias_correction, "ignored_scope": ignored,
+            "advanced_parameters": advanced_described}}}
     ir = request.folder / "ir"
     dynamic = config.mode == "dynamic"
     if dynamic:
         info.update({"quantizer": "nncf.compress_weights", "mode": "dynamic", "weights": "int8 (asymmetric)",
-                     "activations": "quantized at run time by the OpenVINO CPU plugin", "calibration_samples": 0,
-                     "activations_range": None})
+                     "activations": "left to the runtime", "calibration_samples": 0,
+                     "quantizer_call": {"function": "nncf.compress_weights", "arguments": {
+                         "mode": "INT8_ASYM", "ignored_scope": ignored}}})
 
     def quantize_leaving(excluded: list[str], path: Path) -> None:
         scope = nncf.IgnoredScope(names=ignored + excluded) if ignored + excluded else None
-        if dynamic:  # int8 weights only: data-free, and the CPU plugin quantizes activations per call
+        if dynamic:  # int8 weights only: data-free
             _save(_run_nncf(lambda: nncf.compress_weights(
                 model.clone(), mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=scope)), path)
             return
-        options = {**common, "ignored_scope": scope}
-        _save(_run_nncf(lambda: nncf.quantize(model, dataset, advanced_parameters=advanced, **options)), path)
+        arguments = {**common, "ignored_scope": scope}
+        _save(_run_nncf(lambda: nncf.quantize(model, dataset, advanced_parameters=advanced, **arguments)), path)
 
     if validation is None:
         quantize_leaving([], ir)

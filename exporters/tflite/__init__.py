@@ -4,7 +4,7 @@ dynamic recipe (AI Edge Quantizer)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,6 +29,28 @@ class TfliteFormat(FormatFolder):
     Config = TfliteExportConfig
     quantizer = "litert-pt2e"
     quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {"int8": ("static", "dynamic")}
+    QuantizeOptions = None
+    # Measured (tests/test_recurrent_int8.py): litert-torch lowers recurrent layers to fully connected
+    # ops; static PT2E leaves those of an LSTM or RNN in float and fails on a GRU (IndexError); the
+    # dynamic recipe puts them all in int8.
+    layer_int8: ClassVar[dict[str, dict[str, str]]] = {"static": {"LSTM": "float", "GRU": "fails", "RNN": "float"},
+                                                       "dynamic": {}}
+
+    def check_quantize(self, config: Any) -> list[tuple[str, str]]:
+        refused = []
+        if config.mode == "static":
+            if config.calibration.method == "entropy":
+                refused.append(("calibration.method", "litert-torch's PT2E observers have no entropy (KL) "
+                                                      "calibration; use minmax or percentile"))
+            if config.activations == "uint8":
+                refused.append(("activations", "TFLite's int8 scheme quantizes activations to int8"))
+        else:  # the dynamic recipe: int8 weights per channel, activations quantized by the kernels per call
+            if "per_channel" in config.explicit() and not config.per_channel:
+                refused.append(("per_channel", "litert-torch's dynamic recipe quantizes weights per channel"))
+            for option in ("activations", "symmetric_activations"):
+                if getattr(config, option) is not None:
+                    refused.append((option, "litert-torch's dynamic recipe leaves activations to the kernels"))
+        return refused
 
     def check_file(self, path: Path) -> None:
         """A .tflite file is one flatbuffer: nothing beside it is read."""

@@ -35,6 +35,60 @@ def _leave_in_float(modules: list[str]) -> Any:
     return LeaveInFloat()
 
 
+def _percentile_observer(percentile: float) -> Any:
+    """A PT2E observer whose range is each calibration batch's (100 - p)th and pth percentiles,
+    averaged over the batches (as NNCF's QUANTILE estimator with a MEAN aggregator)."""
+    import torch
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    class PercentileObserver(MinMaxObserver):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.register_buffer("calls", torch.tensor(0))
+
+        def forward(self, x_orig: torch.Tensor) -> torch.Tensor:
+            if x_orig.numel() == 0:
+                return x_orig
+            x = x_orig.detach().float().flatten()
+            if x.numel() > 1_000_000:  # torch.quantile's limit; an even subsample keeps the shape of it
+                x = x[:: -(-x.numel() // 1_000_000)]
+            low, high = torch.quantile(x, torch.tensor([1 - percentile / 100, percentile / 100]))
+            calls = int(self.calls)
+            self.min_val.copy_(low if calls == 0 else (self.min_val * calls + low) / (calls + 1))
+            self.max_val.copy_(high if calls == 0 else (self.max_val * calls + high) / (calls + 1))
+            self.calls += 1
+            return x_orig
+
+    return PercentileObserver
+
+
+def static_config(config: Any) -> tuple[Any, dict[str, Any]]:
+    """litert-torch's symmetric PT2E config with the recipe's calibration method and activation
+    symmetry, and the same as plain data for results.json."""
+    import dataclasses
+
+    import torch
+    from litert_torch.quantize import pt2e_quantizer
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+    from torchao.quantization.pt2e.quantizer import QuantizationSpec
+
+    base = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=config.per_channel)
+    method = config.calibration.method
+    observer = MinMaxObserver if method == "minmax" else _percentile_observer(config.calibration.percentile)
+    symmetric = bool(config.symmetric_activations)
+    activations = QuantizationSpec(
+        dtype=torch.int8, quant_min=-128, quant_max=127,
+        qscheme=torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine, is_dynamic=False,
+        observer_or_fake_quant_ctr=observer.with_args(eps=2**-12))
+    chosen = dataclasses.replace(base, input_activation=activations, output_activation=activations)
+    described = {"is_per_channel": config.per_channel, "activation_observer": observer.__name__
+                 + (f"(percentile={config.calibration.percentile})" if method == "percentile" else ""),
+                 "activation_qscheme": "per_tensor_symmetric" if symmetric else "per_tensor_affine",
+                 "activation_dtype": "int8", "weight_qscheme": "per_channel_symmetric" if config.per_channel
+                 else "per_tensor_symmetric"}
+    return chosen, described
+
+
 def quantize(request: QuantizeRequest) -> Exported:
     torch_model = request.torch_model
     dest = request.folder / "model.tflite"
@@ -76,8 +130,12 @@ def _convert(request: QuantizeRequest, ignored: list[str], dest: Path) -> dict[s
         return _convert_dynamic(module, example, channels_last, dest)
     dynamic = config.mode == "dynamic"
     prefix = "inner." if module is not torch_model and hasattr(module, "inner") else ""
-    quantizer = _leave_in_float([prefix + name for name in ignored]).set_global(
-        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=config.per_channel, is_dynamic=dynamic))
+    if dynamic:
+        chosen = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=config.per_channel, is_dynamic=True)
+        described = {"is_per_channel": config.per_channel, "is_dynamic": True}
+    else:
+        chosen, described = static_config(config)
+    quantizer = _leave_in_float([prefix + name for name in ignored]).set_global(chosen)
     try:
         graph = torch.export.export(module, (example,)).module()
         graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
@@ -91,9 +149,12 @@ def _convert(request: QuantizeRequest, ignored: list[str], dest: Path) -> dict[s
     except Exception as exc:
         raise StageError(f"TFLite int8 conversion failed: {type(exc).__name__}: {first_line(exc)}",
                          field="quantize") from None
-    return {"quantizer": "litert_torch PT2E", "scheme": "symmetric int8", "per_channel": config.per_channel,
+    return {"quantizer": "litert_torch PT2E", "scheme": "symmetric int8 weights", "per_channel": config.per_channel,
             "mode": config.mode, "calibration_samples": 0 if dynamic else len(samples),
-            "channels_last": channels_last, "nodes_excluded": ignored}
+            "channels_last": channels_last, "nodes_excluded": ignored,
+            "quantizer_call": {"function": "torchao prepare_pt2e / convert_pt2e with litert_torch PT2EQuantizer",
+                               "arguments": {**described, "modules_left_in_float": ignored,
+                                             "calibration_samples": 0 if dynamic else len(samples)}}}
 
 
 def _convert_dynamic(module: Any, example: Any, channels_last: bool, dest: Path) -> dict[str, Any]:
@@ -111,4 +172,6 @@ def _convert_dynamic(module: Any, example: Any, channels_last: bool, dest: Path)
                          field="quantize") from None
     return {"quantizer": "litert_torch full_dynamic_recipe (AI Edge Quantizer)", "mode": "dynamic",
             "scheme": "int8 weights per channel, activations per call", "calibration_samples": 0,
-            "channels_last": channels_last, "nodes_excluded": []}
+            "channels_last": channels_last, "nodes_excluded": [],
+            "quantizer_call": {"function": "litert_torch.convert", "arguments": {
+                "quant_config": "litert_torch.generative.quantize.quant_recipes.full_dynamic_recipe()"}}}

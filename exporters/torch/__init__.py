@@ -6,7 +6,7 @@ program (.pt2) that needs only torch to run. Loading a .pt2 runs code from the f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from compress.contracts import Exported, ExportRequest, QuantizeRequest, Readback
 from compress.errors import StageError, refused
@@ -23,7 +23,12 @@ class TorchFormat:
     quantize_libraries = ()
     Config = None
     quantizer = ""
-    quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {}
+    quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {}  # no quantizer: validate refuses int8 for it
+    QuantizeOptions = None
+    layer_int8: ClassVar[dict[str, dict[str, str]]] = {}
+
+    def check_quantize(self, config: Any) -> list[tuple[str, str]]:
+        return []
 
     def export(self, request: ExportRequest) -> Exported:
         import numpy as np
