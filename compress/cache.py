@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,9 +23,26 @@ from compress.artifact import ARTIFACT_META, Artifact, sha256_of
 log = logging.getLogger("compress.run")
 
 
+def _remove(folder: Path) -> None:
+    """Remove a folder a converter may still be writing into from a thread of its own (an interrupted
+    TFLite conversion): until it stays gone, for a moment."""
+    for _ in range(20):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            return
+        time.sleep(0.05)
+
+
 class ArtifactCache:
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def sweep(self) -> None:
+        """Remove what a run that was killed outright (kill -9, a power cut) left half-written. Only
+        under the output folder's lock: no other run is writing here."""
+        if self.root.is_dir():
+            for leftover in self.root.glob(".*"):
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def lookup(self, artifact_id: str) -> Artifact | None:
         """The cached artifact, if there is one whose files still hash to what was recorded."""
@@ -47,8 +65,9 @@ class ArtifactCache:
         """`build(folder)` writes the files into a private folder and returns the Artifact; the
         folder is renamed into place only when that succeeded."""
         self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{artifact_id}.", dir=self.root))
+        staging: Path | None = None
         try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{artifact_id}.", dir=self.root))
             artifact = build(staging)
             (staging / ARTIFACT_META).write_text(json.dumps(artifact.to_json(), indent=1, default=str))
             final = self.root / artifact_id
@@ -56,7 +75,8 @@ class ArtifactCache:
                 shutil.rmtree(final)
             os.replace(staging, final)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            if staging is not None:
+                _remove(staging)
             with contextlib.suppress(OSError):
                 self.root.rmdir()  # a cache that holds nothing is no cache
             raise

@@ -12,7 +12,77 @@ from compress.errors import ExitCode
 from compress.errors import exit_with as _fail
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Guarded(click.Group):
+    """Every command behind one error boundary: a known error is one line with its exit code; an
+    interrupt ends what the run started and exits 130 (SIGINT) or 143 (SIGTERM); anything unexpected
+    is one line, its traceback in run.log (or a log file named in that line). Never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        import signal
+
+        from compress.errors import CompressError, Interrupted
+
+        def terminate(number: int, _frame: object) -> None:
+            raise Interrupted(number)
+
+        previous = signal.signal(signal.SIGTERM, terminate)
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            _stop_agents()
+            click.echo("error: interrupted (SIGINT): the run folder, if any, is marked .failed", err=True)
+            sys.exit(130)
+        except Interrupted as exc:
+            _stop_agents()
+            click.echo(f"error: interrupted (signal {exc.signal_number}): the run folder, if any, is marked .failed",
+                       err=True)
+            sys.exit(128 + exc.signal_number)
+        except CompressError as exc:
+            _fail(_with_log(exc))
+        except Exception as exc:
+            _fail(_internal(exc))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return None
+
+
+def _stop_agents() -> None:
+    if "compress.runtimes.targets.local" in sys.modules:
+        sys.modules["compress.runtimes.targets.local"].stop_all()
+
+
+def _with_log(exc: Exception) -> Exception:
+    from compress.errors import InternalError
+
+    if isinstance(exc, InternalError):
+        log = getattr(exc, "run_log", None) or _write_traceback(exc.__cause__ or exc)
+        return InternalError(f"{exc.message}; details in {log}", file=exc.file, line=exc.line, field=exc.field)
+    return exc
+
+
+def _internal(exc: BaseException) -> Exception:
+    from compress.errors import InternalError, first_line, resource_error
+
+    running_out = resource_error(exc, "compress")
+    if running_out is not None:
+        return running_out
+    log = getattr(exc, "run_log", None) or _write_traceback(exc)
+    return InternalError(f"internal error: {type(exc).__name__}: {first_line(exc)}; details in {log}")
+
+
+def _write_traceback(exc: BaseException) -> str:
+    import tempfile
+    import traceback
+
+    handle, path = tempfile.mkstemp(prefix="compress-error-", suffix=".log")
+    with open(handle, "w") as log:
+        log.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    return path
+
+
+@click.group(cls=Guarded, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edge-compress", prog_name="compress")
 def main() -> None:
     """Prune, distill and int8-quantize a PyTorch model, export it, and verify it.

@@ -19,7 +19,7 @@ compress.errors; the device side imports nothing of the core and meets its contr
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -138,6 +138,23 @@ class Readback:
     def recurrent_in_float(self) -> dict[str, list[str]]:
         return {kind: names for kind, names in self.float_ops.items()
                 if any(op.recurrent and op.op_type == kind for op in self.ops)}
+
+
+def first_layers(ops: Sequence[WeightedOp], count: int, max_macs_share: float) -> list[str]:
+    """The first-layer policy (`quantize.first_layers`): the names of the first `count` layers that
+    multiply (MACs > 0; an embedding lookup is not one), in the order given (the order the input
+    reaches them), stopping before the layers kept so far would hold more than `max_macs_share` of
+    all the layers' MACs. Those layers see the raw input; int8 costs most there for least gain."""
+    layers = [op for op in ops if op.macs > 0]
+    total = sum(op.macs for op in layers)
+    chosen: list[str] = []
+    held = 0
+    for op in layers[:count]:
+        held += op.macs
+        if held > max_macs_share * total:
+            break
+        chosen.append(op.name)
+    return chosen
 
 
 @dataclass
@@ -324,10 +341,15 @@ class DataContext:
     folder: Path  # paths in a recipe are relative to its folder
     input_shape: list[int]
     input_dtype: str
+    allowed: list[Path] = field(default_factory=list)  # folders outside it the recipe lets inputs come from
 
-    def resolve_path(self, value: str) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else self.folder / path
+    def resolve_path(self, value: str, field: str = "data.path", what: str = "data file", kind: str = "file") -> Path:
+        """An input the recipe names, under the path policy (compress.inputs.input_path): inside the
+        recipe's folder or an allowed one, after symlinks; a regular file (or a folder)."""
+        from compress.inputs import input_path
+
+        return input_path(value, folder=self.folder, allowed=self.allowed, file=self.file, field=field, what=what,
+                          kind=kind)
 
 
 class Dataset(Protocol):

@@ -40,6 +40,16 @@ def quantize(name: str, source: Path, torch_model: torch.nn.Module | None, folde
     `quantize` section `config` says; `torch_model` is the model it was exported from."""
     from compress.sessions import run_outputs
 
+    if config.mode == "auto":  # a format's quantizer makes static or dynamic int8: choose, as a run does
+        if torch_model is None:
+            raise ValueError("quantize.mode auto needs the torch model to choose static or dynamic int8")
+        import numpy
+        import torch
+
+        from compress.int8_mode import choose_mode
+
+        mode, _ = choose_mode(torch_model, torch.from_numpy(numpy.asarray(calibration[:1])))
+        config = config.model_copy(update={"mode": mode})
     folder.mkdir(parents=True, exist_ok=True)
     artifact = Artifact(id="source", name=source.name, format=name, precision="fp32", path=source, sha256="",
                         lineage=("source",), attributes=attributes or {})

@@ -30,14 +30,9 @@ DEFAULT_TOLERANCES = {"metric": 0.005, "size": 0.02, "latency_ratio": 0.15}
 # --- input -------------------------------------------------------------------------------------
 
 def _read_text(file: Path, what: str) -> str:
-    from compress.errors import InputError
+    from compress.inputs import RESULTS_BYTES, read_text
 
-    if not file.is_file():
-        raise InputError(f"{what} not found", file=file)
-    try:
-        return file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {what}: {exc}", file=file) from None
+    return read_text(file, what, RESULTS_BYTES)
 
 
 def _invalid(exc: Any, model: type, file: Path, prefix: tuple[str | int, ...] = (), located: Any = None) -> NoReturn:
@@ -88,8 +83,7 @@ def load_gates(file: Path) -> GatesConfig:
     from compress.gates import GatesConfig
     from compress.recipe_yaml import load_located_yaml
 
-    _read_text(file, "gates file")
-    located = load_located_yaml(file)  # the safe loader, remembering lines
+    located = load_located_yaml(file, "gates file")  # the safe loader, bounded, remembering lines
     data, prefix = located.data, ()
     if isinstance(data, dict) and "schema_version" in data and "gates" in data:
         data, prefix = data["gates"], ("gates",)  # a recipe: use its gates section

@@ -34,7 +34,7 @@ IMPROVED_HINT = "improved beyond tolerance: update the baseline on purpose with 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class GatesConfig(_Strict):

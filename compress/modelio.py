@@ -125,13 +125,52 @@ def load_trusted_file(path: Path, *, file: str | None, field: str, trust: bool) 
     return module
 
 
+def _in_standard_library(spec: str, target: Any) -> bool:
+    import inspect
+    import sys
+    import sysconfig
+
+    module_name = spec.partition(":")[0]
+    if module_name.split(".")[0] in sys.stdlib_module_names:
+        return True
+    # where the object was defined (a re-export of a standard library function counts as one)
+    source = inspect.getmodule(target) if inspect.isfunction(target) or inspect.isclass(target) else None
+    origin = getattr(source or sys.modules.get(module_name), "__file__", None)
+    stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
+    return origin is None or (Path(origin).resolve().is_relative_to(stdlib)
+                              and "site-packages" not in Path(origin).resolve().parts)
+
+
+def resolve_factory(spec: str, folder: Path, *, file: str | None, field: str, builds: str = "model") -> Any:
+    """A recipe's factory: a class or a Python function of the recipe's folder or an installed package,
+    never of Python's standard library (`os:system` is not a model factory). It is imported, not called.
+    `builds` is "model" (a class must be a torch.nn.Module) or "data" (a function)."""
+    import inspect
+
+    target = resolve_object(spec, folder, file=file, field=field)
+    if _in_standard_library(spec, target):
+        raise InputError(f"{spec} is part of Python's standard library, not a {builds} factory; refused", file=file,
+                         field=field)
+    if inspect.isfunction(target):
+        return target
+    if builds == "model" and inspect.isclass(target):
+        import torch
+
+        if issubclass(target, torch.nn.Module):
+            return target
+        raise InputError(f"{spec} is a class that is not a torch.nn.Module", file=file, field=field)
+    kind = "a builtin" if inspect.isbuiltin(target) else f"a {type(target).__name__}"
+    wanted = "a torch.nn.Module class or a Python function that returns one" if builds == "model" else \
+        "a Python function that returns a dict of arrays"
+    raise InputError(f"{spec} is {kind}, not {wanted}" if callable(target) else f"{spec} is not callable",
+                     file=file, field=field)
+
+
 def build_from_factory(factory: str, kwargs: dict[str, Any], folder: Path, *, file: str | None,
                        field: str) -> torch.nn.Module:
     import torch
 
-    make = resolve_object(factory, folder, file=file, field=field)
-    if not callable(make):
-        raise InputError(f"{factory} is not callable", file=file, field=field)
+    make = resolve_factory(factory, folder, file=file, field=field)
     try:
         model = make(**kwargs)
     except Exception as exc:
@@ -147,14 +186,14 @@ def build_model(config: ModelConfig, plan: Plan, prefix: str = "model") -> torch
 
     file = plan.file
     if config.file is not None:
-        model = load_trusted_file(plan.resolve_path(config.file), file=file, field=f"{prefix}.file",
-                                  trust=config.trust)
+        model = load_trusted_file(plan.resolve_path(config.file, f"{prefix}.file", "model file"), file=file,
+                                  field=f"{prefix}.file", trust=config.trust)
     else:
         assert config.factory is not None
         model = build_from_factory(config.factory, config.kwargs, plan.folder, file=file,
                                    field=f"{prefix}.factory")
         if config.weights is not None:
-            path = plan.resolve_path(config.weights)
+            path = plan.resolve_path(config.weights, f"{prefix}.weights", "weights file")
             state = load_state_dict_file(path, file=file, field=f"{prefix}.weights")
             _load_into(model, state, file=file, field=f"{prefix}.weights", name=path.name)
     return eval_mode(model)

@@ -7,11 +7,13 @@ complete, so a failed run never leaves a folder that looks finished.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +23,15 @@ from compress import __version__, versions
 from compress.artifact import size_of
 from compress.cache import ArtifactCache
 from compress.contracts import SOURCE_FORMAT
-from compress.errors import CompressError, InputError, StageError, unsupported_op
+from compress.errors import (
+    CompressError,
+    InputError,
+    InternalError,
+    StageError,
+    first_line,
+    resource_error,
+    unsupported_op,
+)
 from compress.runtimes.files import write_atomic
 from compress.steps import Built, QuantizeStep, RunContext, Step, plan_steps
 
@@ -60,6 +70,7 @@ class RunFolder:
         self.run_id = run_id
         self.staging = self.parent / f".{run_id}.partial"
         self._handler: logging.Handler | None = None
+        self._propagate = True
 
     def __enter__(self) -> RunFolder:
         self.staging.mkdir(parents=True, exist_ok=False)
@@ -68,22 +79,78 @@ class RunFolder:
         root = logging.getLogger("compress")
         root.addHandler(self._handler)
         root.setLevel(logging.INFO)
+        self._propagate = root.propagate
+        root.propagate = False  # the run's log goes to run.log, not to a handler a library gave the root
         return self
 
     def __exit__(self, kind: Any, exc: BaseException | None, traceback: Any) -> None:
         if exc is not None:
-            logging.getLogger("compress.run").error("run failed: %s", exc, exc_info=not isinstance(exc, CompressError))
+            # the traceback of anything unexpected goes to run.log, never to the terminal
+            cause = exc.__cause__ if isinstance(exc, InternalError) and exc.__cause__ else exc
+            logging.getLogger("compress.run").error(
+                "run failed: %s", exc, exc_info=(type(cause), cause, cause.__traceback__)
+                if not isinstance(exc, CompressError) or isinstance(exc, InternalError) else None)
         assert self._handler is not None
         logging.getLogger("compress").removeHandler(self._handler)
+        logging.getLogger("compress").propagate = self._propagate
         self._handler.close()
         if exc is not None:
             shutil.rmtree(self.staging / "artifacts", ignore_errors=True)  # nothing half-written survives
-            os.replace(self.staging, self.parent / f"{self.run_id}.failed")
+            failed = self.parent / f"{self.run_id}.failed"
+            os.replace(self.staging, failed)
+            exc.run_log = failed / "run.log"  # type: ignore[attr-defined]
 
     def complete(self) -> Path:
         final = self.parent / self.run_id
         os.replace(self.staging, final)
         return final
+
+
+def _check_out(out: Path, plan: Plan) -> None:
+    """`--out` is a folder the run may fill: not a file, not the recipe's folder itself, not inside a
+    folder the recipe reads inputs from."""
+    where = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file, not a folder for runs", field="--out")
+    if where == plan.folder.resolve():
+        raise InputError(f"{out} is the recipe's own folder; give a folder for runs (the default is runs/)",
+                         field="--out")
+    for folder in plan.data_context().allowed:
+        if where.is_relative_to(folder.resolve()):
+            raise InputError(f"{out} is inside {folder}, a folder the recipe reads inputs from", field="--out")
+
+
+class OutputLock:
+    """One run at a time per `<out>/<name>` folder: a second fails at once, naming the first's PID. The
+    lock is the kernel's (flock), so a run that died holds nothing and the next one takes over."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / ".lock"
+        self._handle: Any = None
+
+    def __enter__(self) -> OutputLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # held, and so locked, for the whole run
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise InputError(f"another compress run (pid {holder}) is using {self.path.parent}; wait for it to finish "
+                             "or give another --out", field="--out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.truncate(0)  # no holder named once it ended
+        self._handle.close()  # closing releases the lock
 
 
 class Pipeline:
@@ -97,9 +164,18 @@ class Pipeline:
         self.refusals: list[dict[str, Any]] = []
 
     def run(self) -> RunOutcome:
+        _check_out(self.options.out, self.plan)
         folder = RunFolder(self.options.out, self.recipe.name, self.options.run_id or new_run_id())
-        with folder:
-            outcome = self._run(folder.run_id, folder.staging)
+        with OutputLock(self.options.out / self.recipe.name), folder:
+            self.cache.sweep()
+            for stale in folder.parent.glob(".*.partial"):  # a run killed outright: say so, keep its log
+                if stale != folder.staging:
+                    os.replace(stale, folder.parent / (stale.name[1:].removesuffix(".partial") + ".failed"))
+            try:
+                outcome = self._run(folder.run_id, folder.staging)
+            except BaseException:
+                self.cache.sweep()  # a signal between a staging folder's mkdir and its first use
+                raise
             outcome.folder = folder.complete()
         return outcome
 
@@ -118,10 +194,15 @@ class Pipeline:
                                               for d in getattr(backend, "distributions", ())])
         write_atomic(folder / "versions.json", json.dumps(environment, indent=1))
         self.log.info("run %s of %s", run_id, self.plan.file)
+        if self.plan.quantize_mode_reason and self.recipe.quantize is not None:
+            self.console.log(f"int8 mode [bold]{self.recipe.quantize.mode}[/] (quantize.mode auto): "
+                             f"{self.plan.quantize_mode_reason}")
+            self.log.info("quantize.mode auto: %s: %s", self.recipe.quantize.mode, self.plan.quantize_mode_reason)
         for warning in self.plan.warnings:
             self.console.log(f"[yellow]warning[/] {warning}")
             self.log.warning("%s", warning)
-        data = load_data(self.plan)
+        with guarded("data", self.plan.folder):
+            data = load_data(self.plan)
         self.log.info("data %s: %d train, %d calibration, %d test", data.source, len(data.train),
                       len(data.calibration), len(data.test))
         ctx = RunContext(plan=self.plan, data=data, console=self.console, log=self.log, run=run_outputs)
@@ -140,12 +221,18 @@ class Pipeline:
         artifacts = [b.artifact for b in built.values()]
         torch_models = {b.artifact.id: b.torch_model for b in built.values() if b.artifact.format == SOURCE_FORMAT}
         assert ctx.original is not None
-        verifier = Verifier(self.plan, data, ctx.original, folder / "verify", self.console, torch_models)
-        measurements = verifier.verify(artifacts)
-        return self._results(run_id, folder, started, data, list(built.values()), measurements, environment)
+        with guarded("verify", folder / "verify"):
+            verifier = Verifier(self.plan, data, ctx.original, folder / "verify", self.console, torch_models)
+            measurements = verifier.verify(artifacts)
+        with guarded("results", folder):
+            return self._results(run_id, folder, started, data, list(built.values()), measurements, environment)
 
     def _step(self, step: Step, parent: Built | None, ctx: RunContext) -> Built | None:
         """Reuse or build one step's artifact; a refusable step that fails is recorded and skipped."""
+        with guarded(step.label, self.cache.root):
+            return self._build_or_reuse(step, parent, ctx)
+
+    def _build_or_reuse(self, step: Step, parent: Built | None, ctx: RunContext) -> Built | None:
         try:
             key = step.key(ctx)
             cached = self.cache.lookup(key) if self.options.resume else None
@@ -246,6 +333,21 @@ class Pipeline:
         write_atomic(folder / "results.json", results.model_dump_json(indent=1))
         write_atomic(folder / "table.txt", table)
         return RunOutcome(folder=folder, results=results, table=table)
+
+
+@contextlib.contextmanager
+def guarded(where: str, folder: Path | None = None) -> Iterator[None]:
+    """Errors of one part of a run as one line: the machine running out of disk or memory names the
+    step and the folder; anything unexpected is an internal error whose traceback goes to run.log."""
+    try:
+        yield
+    except CompressError:
+        raise
+    except Exception as exc:
+        running_out = resource_error(exc, where, str(folder) if folder else None)
+        if running_out is not None:
+            raise running_out from exc
+        raise InternalError(f"internal error in {where}: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def _budget_record(built: Built) -> dict[str, Any]:

@@ -46,6 +46,7 @@ class Plan:
     source: Format  # the format of the torch stages' models (SOURCE_FORMAT)
     loaders: dict[str, tuple[str, ...]] = field(default_factory=dict)  # format -> runtimes that load it
     warnings: list[str] = field(default_factory=list)  # what validation found worth saying, not refusing
+    quantize_mode_reason: str | None = None  # why quantize.mode auto chose what it did
 
     @property
     def folder(self) -> Path:
@@ -55,13 +56,16 @@ class Plan:
     def file(self) -> str:
         return str(self.path)
 
-    def resolve_path(self, value: str) -> Path:
-        """Paths in a recipe are relative to the recipe's own folder."""
-        return self.data_context().resolve_path(value)
+    def resolve_path(self, value: str, field: str, what: str = "input file") -> Path:
+        """An input the recipe names: relative to its folder, and inside it or a folder it allows."""
+        return self.data_context().resolve_path(value, field=field, what=what)
 
     def data_context(self) -> DataContext:
         spec = self.recipe.model.input
-        return DataContext(file=self.file, folder=self.folder, input_shape=list(spec.shape), input_dtype=spec.dtype)
+        allowed = [Path(p).expanduser() if Path(p).expanduser().is_absolute() else self.folder / p
+                   for p in self.recipe.paths.allow_outside]
+        return DataContext(file=self.file, folder=self.folder, input_shape=list(spec.shape), input_dtype=spec.dtype,
+                           allowed=allowed)
 
     def format(self, name: str) -> Format:
         if name == SOURCE_FORMAT:

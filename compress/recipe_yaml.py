@@ -64,16 +64,19 @@ def _index_lines(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], file
             _index_lines(item, (*path, index), lines, file)
 
 
-def load_located_yaml(file: Path) -> LocatedYaml:
+def load_located_yaml(file: Path, what: str = "recipe file") -> LocatedYaml:
+    """A YAML file read within bounds (compress.inputs), with the line of every value."""
+    from compress.inputs import RECIPE_BYTES, check_yaml_size, read_text
+
+    text = read_text(file, what, RECIPE_BYTES)
     try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("recipe file not found", file=file) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read recipe: {exc}", file=file) from None
-    loader = yaml.SafeLoader(text)  # safe: builds only plain data, never Python objects
+        loader = yaml.SafeLoader(text)  # safe: builds only plain data, never Python objects
+    except yaml.YAMLError as exc:
+        raise InputError(f"invalid YAML: {exc}".splitlines()[0], file=file) from None
     try:
         node = loader.get_single_node()
+        if node is not None:
+            check_yaml_size(node, file)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -87,6 +90,23 @@ def load_located_yaml(file: Path) -> LocatedYaml:
     if node is not None:
         _index_lines(node, (), lines, file)
     return LocatedYaml(file=file, data=data, lines=lines)
+
+
+def _override_value(text: str) -> Any:
+    """A --set value, read as YAML within the same bounds as a recipe."""
+    from compress.inputs import check_yaml_size
+
+    if len(text) > 65536 or any(ord(c) < 32 and c not in "\t\n\r" for c in text):
+        raise ValueError("the value is too long or holds control characters")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_yaml_size(node, Path("--set"))
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -118,7 +138,7 @@ def apply_overrides(located: LocatedYaml, overrides: list[str]) -> None:
             raise InputError(f"--set {expr!r}: expected key.path=value")
         try:
             path = parse_key_path(key.strip())
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = _override_value(raw) if raw.strip() else None
         except (ValueError, yaml.YAMLError) as exc:
             raise InputError(f"--set {expr!r}: {exc}") from None
         if not isinstance(located.data, dict):

@@ -54,7 +54,9 @@ def render_table(results: Results) -> str:
                f"{lat.p50_ms:.3f}" if lat else m.status, f"{lat.p90_ms:.3f}" if lat else "-",
                f"{lat.p99_ms:.3f}" if lat else "-", str(lat.runs) if lat else "-"]
         table.add_row(*row)
-    console = Console(record=True, width=200, file=io.StringIO())
+    # As wide as the table needs: table.txt is a file, nothing in it is cut to fit a terminal.
+    width = Console(width=100_000, file=io.StringIO()).measure(table).maximum
+    console = Console(record=True, width=width, file=io.StringIO())
     console.print(table)
     lines = [console.export_text()]
     for key, value in results.summary.items():

@@ -170,13 +170,9 @@ class OriginalStep(Step):
         model = ctx.plan.recipe.model
         weights = None
         if model.weights is not None:
-            path = ctx.plan.resolve_path(model.weights)
-            if not path.is_file():
-                raise InputError(f"weights file not found: {path}", file=ctx.file, field="model.weights")
-            weights = sha256_of(path)
+            weights = sha256_of(ctx.plan.resolve_path(model.weights, "model.weights", "weights file"))
         trains = model.weights is None and model.train is not None and model.file is None
-        model_file = sha256_of(ctx.plan.resolve_path(model.file)) if model.file and \
-            ctx.plan.resolve_path(model.file).is_file() else None
+        model_file = sha256_of(ctx.plan.resolve_path(model.file, "model.file", "model file")) if model.file else None
         return {"model": model.model_dump(mode="json"), "weights": weights, "file": model_file,
                 "factory_source": _factory_source_hash(model.factory, ctx.plan.folder),
                 "data": ctx.data.fingerprint() if trains else None, "seed": ctx.plan.recipe.seed}
@@ -192,6 +188,7 @@ class OriginalStep(Step):
         config = ctx.plan.recipe.model
         seed_everything(ctx.plan.recipe.seed)  # before building: the same initial weights every run
         model = build_model(config, ctx.plan)
+        _check_forward(model, ctx)  # before training: bad labels are the data's fault, said as such
         info: dict[str, Any] = {}
         if config.weights is None and config.train is not None and config.file is None:
             frozen = freeze_parameters(model, config.train.freeze, file=ctx.file, field="model.train.freeze")
@@ -204,29 +201,52 @@ class OriginalStep(Step):
                 info["train_frozen_parameters"] = len(frozen)
         elif config.weights is None and config.file is None:
             ctx.log.warning("model has no weights and no train section: using its initial parameters")
-        _check_forward(model, ctx)
         return _store_torch(self, model, folder, ctx, None, info), model
 
     def reuse(self, artifact: Artifact, parent: Built | None, ctx: RunContext) -> Any:
         from compress.modelio import load_torch_artifact
 
-        return load_torch_artifact(artifact.path)
+        model = load_torch_artifact(artifact.path)
+        _check_forward(model, ctx)
+        return model
 
     def after(self, built: Built, ctx: RunContext) -> None:
         ctx.original = built.torch_model
 
 
 def _check_forward(model: torch.nn.Module, ctx: RunContext) -> None:
+    """The model runs on the data, and the labels name outputs it has."""
+    import numpy as np
     import torch
+
+    from compress.runtimes.backends.torch import outputs_of
 
     sample = torch.from_numpy(ctx.data.test.x[:2])
     try:
         with torch.no_grad():
-            model(sample)
+            outputs = outputs_of(model(sample))
     except Exception as exc:
         raise InputError(f"the model fails on a batch of shape {tuple(sample.shape)}: "
                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                          file=ctx.file, field="model.input") from None
+    if ctx.plan.recipe.task.kind == "embedding" or not outputs:
+        return
+    classes = int(outputs[0].shape[-1])
+    for name in ("train", "calibration", "test"):
+        labels = getattr(ctx.data, name).y
+        if labels is None:
+            continue
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise InputError(f"{name} labels are {labels.dtype}, not integer class indices", file=ctx.file,
+                             field="data")
+        flat = labels.reshape(len(labels), -1)
+        bad = ((flat < 0) | (flat >= classes)).any(axis=1)
+        if bad.any():
+            index = int(np.argmax(bad))
+            row = flat[index]
+            label = int(row[(row < 0) | (row >= classes)][0])
+            raise InputError(f"{name} sample {index} has label {label}, outside the model's {classes} outputs "
+                             f"(0 to {classes - 1})", file=ctx.file, field="data")
 
 
 @dataclass(eq=False)
@@ -319,8 +339,9 @@ class QuantizeStep(Step):
         assert self.format is not None
         config = ctx.plan.recipe.quantize
         assert config is not None
-        ctx.console.log(f"quantize [bold]{self.name}[/] ({self.format.plugin.quantizer}, "
-                        f"{min(config.calibration.samples, len(ctx.data.calibration))} calibration samples)")
+        calibrated = (f", {min(config.calibration.samples, len(ctx.data.calibration))} calibration samples"
+                      if config.mode == "static" else "")
+        ctx.console.log(f"quantize [bold]{self.name}[/] ({self.format.plugin.quantizer}, {config.mode}{calibrated})")
 
     def build(self, parent: Built | None, folder: Path, ctx: RunContext) -> tuple[Artifact, Any]:
         assert self.format is not None and parent is not None
@@ -338,7 +359,9 @@ class QuantizeStep(Step):
         basis = "macs" if config.mode == "static" else "weights"
         share = readback.int8_macs_share if basis == "macs" else readback.int8_weights_share
         label = config.precision if share >= config.min_int8_share else "mixed"  # NaN (nothing weighted): mixed
-        info = {**exported.info, "int8_macs_share": _rounded(readback.int8_macs_share),
+        chosen = {"mode": config.mode, "mode_chosen_because": ctx.plan.quantize_mode_reason} \
+            if ctx.plan.quantize_mode_reason else {"mode": config.mode}
+        info = {**exported.info, **chosen, "int8_macs_share": _rounded(readback.int8_macs_share),
                 "int8_weights_share": _rounded(readback.int8_weights_share), "left_in_float": readback.float_ops,
                 "recurrent_in_float": readback.recurrent_in_float,
                 "label": {"precision": label, "basis": f"int8_{basis}_share", "share": _rounded(share),

@@ -137,7 +137,8 @@ def test_tflite_int64_inputs_become_int32(tmp_path):
 
 
 def test_int8_tflite_has_quantized_io_that_the_runtime_hides(digits_model, tmp_path):
-    config = QuantizeConfig.model_validate({"calibration": {"samples": 32}})
+    # the first layer in int8 too (no first-layer policy): the input itself is quantized
+    config = QuantizeConfig.model_validate({"calibration": {"samples": 32}, "first_layers": {"in_float": 0}})
     exported = quantize_with("tflite", tmp_path / "none", digits_model, tmp_path, config, _inputs(32))
     path, info = exported.path, exported.info
     assert info["calibration_samples"] == 32

@@ -195,7 +195,7 @@ def test_a_run_with_poisoned_weights_exits_2_and_leaves_no_artifacts(tmp_path: P
     assert "model.weights" in result.stderr and "refused to unpickle" in result.stderr
     assert not sentinel.exists()
 
-    entries = list((out / "small").iterdir())
+    entries = [p for p in (out / "small").iterdir() if p.name != ".lock"]  # the run's lock: empty once it ended
     assert len(entries) == 1, entries  # no finished run, no .partial, no cache entry
     failed = entries[0]
     assert failed.is_dir() and failed.name.endswith(".failed") and not failed.name.startswith(".")

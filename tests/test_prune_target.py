@@ -20,7 +20,8 @@ def _recipe(prune: dict, width: int = 16) -> dict:
 
 
 def test_the_achieved_ratio_is_within_the_tolerance_and_recorded(cli, write_recipe, tmp_path: Path) -> None:
-    result = cli("run", write_recipe(_recipe({"target_macs_ratio": 0.6, "iterative_steps": 2})), "--out", tmp_path)
+    recipe = write_recipe(_recipe({"target_macs_ratio": 0.6, "iterative_steps": 2}))
+    result = cli("run", recipe, "--out", tmp_path / "runs")
     assert result.exit_code == 0, result.output[-2000:]
     results = json.loads(Path(result.stdout.strip().splitlines()[-1].removeprefix("results: ")).read_text())
     info = next(s for s in results["stages"] if s["name"] == "prune")["info"]
@@ -36,7 +37,7 @@ def test_the_achieved_ratio_is_within_the_tolerance_and_recorded(cli, write_reci
 def test_a_target_rounding_cannot_reach_fails_naming_target_and_achieved(cli, write_recipe, tmp_path: Path) -> None:
     # channels rounded to multiples of 16 (32 and 64 wide layers): the MACs ratio jumps from 1 to about 0.44
     path = write_recipe(_recipe({"target_macs_ratio": 0.7, "iterative_steps": 1, "round_to": 16}, width=32))
-    result = cli("run", path, "--out", tmp_path)
+    result = cli("run", path, "--out", tmp_path / "runs")
     assert result.exit_code == 1
     line = result.stderr.strip().splitlines()[-1]
     where = re.escape(f"error: {path}: stages[0].prune.target_macs_ratio: ")

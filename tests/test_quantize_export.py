@@ -70,7 +70,9 @@ def test_every_calibration_method_is_carried_out(exported, tmp_path):
     calibration[::4, 0, 0, 0] = 30.0  # a few outliers: where the methods part ways
     scales = {}
     for method in ("minmax", "entropy", "percentile"):
-        config = QuantizeConfig.model_validate({"calibration": {"samples": 16, "method": method, "percentile": 99.0}})
+        # every layer in int8 (no first-layer policy): the input's own quantizer shows the method
+        config = QuantizeConfig.model_validate({"mode": "static", "first_layers": {"in_float": 0},
+                                                "calibration": {"samples": 16, "method": method, "percentile": 99.0}})
         info = quantize_with("onnx", path, None, tmp_path / method, config, calibration).info
         arguments = info["quantizer_call"]["arguments"]
         assert info["calibration_method"] == method and info["calibration_samples"] == 16
@@ -90,13 +92,14 @@ def test_ignored_nodes_stay_in_float(exported, tmp_path):
     path, _ = exported
     calibration = np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)
     gemm = next(n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Gemm")
-    config = QuantizeConfig.model_validate({"calibration": {"samples": 16}, "ignore": [gemm]})
+    config = QuantizeConfig.model_validate({"mode": "static", "calibration": {"samples": 16}, "ignore": [gemm],
+                                            "first_layers": {"in_float": 0}})
     info = quantize_with("onnx", path, None, tmp_path / "int8", config, calibration).info
     assert info["nodes_excluded"] == [gemm]
     quantized = onnx.load(str(tmp_path / "int8" / "model.onnx"))
     gemm_node = next(n for n in quantized.graph.node if n.op_type == "Gemm")
     initializers = {t.name: t for t in quantized.graph.initializer}
     assert initializers[gemm_node.input[1]].data_type == onnx.TensorProto.FLOAT  # weights left in float
-    config = QuantizeConfig.model_validate({"ignore": ["no_such_node*"]})
+    config = QuantizeConfig.model_validate({"mode": "static", "ignore": ["no_such_node*"]})
     info = quantize_with("onnx", path, None, tmp_path / "x", config, calibration).info
     assert info["ignore_matches"] == {"no_such_node*": []}  # the pipeline turns this into an error

@@ -38,7 +38,7 @@ def test_the_declared_outcome_is_what_the_quantizer_does(tmp_path, fmt, kind) ->
     for mode in ("static", "dynamic"):
         declared = plugin.layer_int8.get(mode, {}).get(kind, "int8")
         config = QuantizeConfig(mode=mode) if mode == "dynamic" else QuantizeConfig.model_validate(
-            {"calibration": {"samples": 16}})
+            {"mode": "static", "calibration": {"samples": 16}})
         try:
             quantized = formats.quantize(fmt, source, model, tmp_path / mode, config, CALIBRATION)
         except StageError:
@@ -59,7 +59,7 @@ def _recurrent_recipe(**quantize) -> dict:
 
 
 def test_validate_says_what_stays_in_float_and_refuses_what_fails(cli, write_recipe) -> None:
-    path = write_recipe(_recurrent_recipe())
+    path = write_recipe(_recurrent_recipe(mode="static"))  # auto would choose dynamic for a GRU
     result = cli("validate", path)
     assert result.exit_code == 2
     assert result.stderr.strip().endswith(

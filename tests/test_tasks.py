@@ -90,7 +90,9 @@ def test_lstm_pruning_is_skipped_when_the_recipe_allows_it(cli, write_recipe, tm
 
 def test_a_recurrent_layer_left_in_float_is_said_and_labels_the_artifact_mixed(cli, write_recipe, tmp_path):
     recipe = _lstm_recipe("skip")
-    recipe.update(stages=[], export=["onnx"], quantize={"precision": "int8", "calibration": {"samples": 32}})
+    recipe["model"]["train"]["epochs"] = 5  # a model that has learnt something: one epoch leaves near-tied logits
+    recipe.update(stages=[], export=["onnx"], quantize={"precision": "int8", "mode": "static",
+                                                     "calibration": {"samples": 32}})
     recipe["verify"]["runtimes"] = ["onnxruntime"]
     path = write_recipe(recipe)
     validated = cli("validate", path)
@@ -109,6 +111,9 @@ def test_a_recurrent_layer_left_in_float_is_said_and_labels_the_artifact_mixed(c
     assert "original.mixed.onnx: labelled mixed: int8_macs_share" in (folder / "run.log").read_text()
     # dynamic int8 has an int8 LSTM kernel on ONNX Runtime: all of it is int8
     recipe["quantize"] = {"precision": "int8", "mode": "dynamic"}
+    # what is checked here is the label: ONNX Runtime's dynamic LSTM (per-tensor int8 weights) keeps top-1
+    # agreement 0.75 on this 16-unit model, short of the default int8 parity, which would end the run
+    recipe["verify"]["parity"] = {"int8": {"min_cosine": 0.9, "min_agreement": 0.7}}
     result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs2")
     assert result.exit_code == 0, result.output[-2000:]
     results = json.loads((next((tmp_path / "runs2" / "small").glob("2*")) / "results.json").read_text())

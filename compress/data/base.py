@@ -55,10 +55,15 @@ class Splits:
 
 
 def seeded_splits(x: np.ndarray, y: np.ndarray | None, *, calibration_fraction: float,
-                  test_fraction: float, seed: int, source: str) -> Splits:
+                  test_fraction: float, seed: int, source: str, file: str | None = None) -> Splits:
     """Fixed, seeded splits (stratified by label when there are labels)."""
     from sklearn.model_selection import train_test_split
 
+    if len(x) < 3:
+        raise InputError(f"{source} has {len(x)} samples: a train, a calibration and a test split need at least 3",
+                         file=file, field="data")
+    if y is not None and len(y) != len(x):
+        raise InputError(f"{source} has {len(x)} samples but {len(y)} labels", file=file, field="data")
     indices = np.arange(len(x))
     calibration_share = calibration_fraction / (1 - test_fraction)
 
@@ -107,6 +112,11 @@ def check_against_input(splits: Splits, spec: InputSpec, *, file: str) -> Splits
         if split.y is not None and len(split.y) != len(split.x):
             raise InputError(f"{name} has {len(split.x)} samples but {len(split.y)} labels",
                              file=file, field="data")
+        if is_float:
+            finite = np.isfinite(split.x.reshape(len(split.x), -1)).all(axis=1)
+            if not finite.all():
+                raise InputError(f"{name} sample {int(np.argmin(finite))} holds NaN or infinite values "
+                                 f"({int((~finite).sum())} of {len(split)} samples do)", file=file, field="data")
         fixed[name] = Split(split.x.astype(spec.dtype, copy=False), split.y)
     return Splits(**fixed, source=splits.source)
 

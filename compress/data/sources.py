@@ -38,7 +38,7 @@ def _from_arrays(arrays: dict[str, np.ndarray], config: DataConfig, origin: str,
     """Either `x` (+ `y`) to split with the seed, or ready splits `train_x`, `train_y`, ..."""
     if "x" in arrays:
         return seeded_splits(arrays["x"], arrays.get("y"), calibration_fraction=config.calibration_fraction,
-                             test_fraction=config.test_fraction, seed=config.seed, source=origin)
+                             test_fraction=config.test_fraction, seed=config.seed, source=origin, file=file)
     if all(f"{name}_x" in arrays for name in _SPLIT_NAMES):
         splits = {name: Split(arrays[f"{name}_x"], arrays.get(f"{name}_y")) for name in _SPLIT_NAMES}
         return Splits(**splits, source=origin)
@@ -46,7 +46,14 @@ def _from_arrays(arrays: dict[str, np.ndarray], config: DataConfig, origin: str,
                      "'train_x', 'calibration_x', 'test_x' (and their '_y')", file=file, field="data")
 
 
+# What an .npz may hold once decompressed: it is read into memory whole.
+NPZ_BYTES = 4 << 30
+
+
 def npz(config: DataConfig, ctx: DataContext) -> Splits:
+    import zipfile
+    import zlib
+
     assert config.path is not None  # the recipe schema requires it for this source
     path = ctx.resolve_path(config.path)
     try:
@@ -54,21 +61,28 @@ def npz(config: DataConfig, ctx: DataContext) -> Splits:
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise ValueError("it holds a single array, not named arrays (save with numpy.savez)")
         with archive:
+            unpacked = sum(info.file_size for info in archive.zip.infolist())
+            if unpacked > NPZ_BYTES:
+                raise ValueError(f"its arrays unpack to {unpacked:,} bytes, more than the {NPZ_BYTES:,} read into "
+                                 "memory")
             arrays = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise InputError(f"data file not found: {path}", file=ctx.file, field="data.path") from None
-    except (ValueError, OSError) as exc:
-        raise InputError(f"cannot read {path} as .npz: {exc}", file=ctx.file, field="data.path") from None
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read {path.name} as .npz: {reason}", file=ctx.file, field="data.path") from None
     return _from_arrays(arrays, config, path.name, ctx.file)
 
 
 def from_callable(config: DataConfig, ctx: DataContext) -> Splits:
     """`module:attr` returning a dict of arrays, in the same layout as an .npz file."""
-    from compress.modelio import resolve_object
+    from compress.modelio import resolve_factory
 
     assert config.callable is not None
-    function = resolve_object(config.callable, ctx.folder, file=ctx.file, field="data.callable")
-    arrays = function()
+    function = resolve_factory(config.callable, ctx.folder, file=ctx.file, field="data.callable", builds="data")
+    try:
+        arrays = function()
+    except Exception as exc:
+        raise InputError(f"{config.callable}() failed: {type(exc).__name__}: {str(exc).strip()[:200]}", file=ctx.file,
+                         field="data.callable") from None
     if not isinstance(arrays, dict):
         raise InputError(f"{config.callable} returned {type(arrays).__name__}, expected a dict of arrays",
                          file=ctx.file, field="data.callable")

@@ -65,7 +65,7 @@ def text(config: DataConfig, ctx: DataContext) -> Splits:
                          f"shape {ctx.input_shape}, dtype {ctx.input_dtype}", file=file, field="model.input.shape")
     context = ctx.input_shape[1]
     if config.path:
-        path = ctx.resolve_path(config.path)
+        path = ctx.resolve_path(config.path, what="text file")
         try:
             corpus = path.read_text(encoding="utf-8")
         except FileNotFoundError:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 class TeacherModel(BaseModel):
     """Another model to learn from: a factory (+ weights) or a trusted whole-model file."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     factory: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -36,7 +36,7 @@ class TeacherModel(BaseModel):
 
 
 class DistillConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     teacher: Literal["original"] | TeacherModel = "original"
     epochs: int = Field(5, gt=0)

