@@ -17,12 +17,16 @@ def _classname(check: Check) -> str:
 def junit_tree(checks: Sequence[Check], suite_name: str) -> ET.ElementTree:
     """<testsuites> holding one <testsuite> with a <testcase> per check; failing ones carry a <failure>."""
     failures = sum(1 for c in checks if not c.passed)
-    counts = {"tests": str(len(checks)), "failures": str(failures), "errors": "0", "skipped": "0", "time": "0"}
+    skipped = sum(1 for c in checks if c.skipped)
+    counts = {"tests": str(len(checks)), "failures": str(failures), "errors": "0", "skipped": str(skipped),
+              "time": "0"}
     root = ET.Element("testsuites", {"name": suite_name, **counts})
     suite = ET.SubElement(root, "testsuite", {"name": suite_name, **counts})
     for check in checks:
         case = ET.SubElement(suite, "testcase", {"classname": _classname(check), "name": check.gate, "time": "0"})
-        if check.passed:
+        if check.skipped:
+            ET.SubElement(case, "skipped", {"message": check.message})
+        elif check.passed:
             ET.SubElement(case, "system-out").text = check.message
         else:
             failure = ET.SubElement(case, "failure", {"message": check.message, "type": check.gate})
@@ -55,20 +59,26 @@ def _numbers(check: Check) -> tuple[str, str]:
 def render_markdown(checks: Sequence[Check], title: str) -> str:
     """A headline with pass / fail counts, then a ✅/❌ table (failures first) and the failure messages."""
     failed = [c for c in checks if not c.passed]
-    passed = [c for c in checks if c.passed]
+    skipped = [c for c in checks if c.skipped]
+    passed = [c for c in checks if c.passed and not c.skipped]
+    not_compared = f", {len(skipped)} not compared" if skipped else ""
     if failed:
-        headline = f"### ❌ {title}: {len(failed)} of {len(checks)} checks failed, {len(passed)} passed"
+        headline = f"### ❌ {title}: {len(failed)} of {len(failed) + len(passed)} checks failed, {len(passed)} passed"
     else:
-        headline = f"### ✅ {title}: all {len(checks)} checks passed"
-    lines = [headline, "", "| | gate | artifact | runtime | value | limit |", "|---|---|---|---|---:|---:|"]
-    for check in [*failed, *passed]:
-        value, limit = _numbers(check)
+        headline = f"### ✅ {title}: all {len(passed)} checks passed"
+    lines = [headline + not_compared, "", "| | gate | artifact | runtime | value | limit |",
+             "|---|---|---|---|---:|---:|"]
+    for check in [*failed, *passed, *skipped]:
+        value, limit = ("-", "-") if check.skipped else _numbers(check)
         where = check.runtime or "-"
         if check.runtime is not None and check.target is not None:
             where += f" ({check.target}, {check.threads}t)"
-        lines.append(f"| {'✅' if check.passed else '❌'} | {_cell(check.gate)} | {_cell(check.artifact)} | "
-                     f"{_cell(where)} | {value} | {limit} |")
+        mark = "⏭️" if check.skipped else "✅" if check.passed else "❌"
+        lines.append(f"| {mark} | {_cell(check.gate)} | {_cell(check.artifact)} | {_cell(where)} | {value} | {limit} |")
     if failed:
         lines += ["", "**Failures**", ""]
         lines += [f"- `{_cell(c.gate)}` {c.message}" for c in failed]
+    if skipped:
+        lines += ["", "**Not compared**", ""]
+        lines += [f"- `{_cell(c.gate)}` {c.message}" for c in skipped]
     return "\n".join(lines) + "\n"

@@ -107,12 +107,17 @@ def _report(checks: list[Check], results: Results, junit: Path | None, markdown:
     from compress.errors import InputError
 
     failed = [c for c in checks if not c.passed]
+    skipped = [c for c in checks if c.skipped]
     for check in failed:
         click.echo(f"FAIL {check.gate}: {check.message}")
+    for check in skipped:
+        click.echo(f"SKIP {check.gate}: {check.message}")
+    compared = len(checks) - len(skipped)
+    not_compared = f", {len(skipped)} not compared" if skipped else ""
     if failed:
-        click.echo(f"gate: {len(failed)} of {len(checks)} checks failed, {len(checks) - len(failed)} passed")
+        click.echo(f"gate: {len(failed)} of {compared} checks failed, {compared - len(failed)} passed{not_compared}")
     else:
-        click.echo(f"gate: all {len(checks)} checks passed")
+        click.echo(f"gate: all {compared} checks passed{not_compared}")
     title = f"compress gate · {results.recipe_name} · run {results.run_id}"
     try:
         if junit is not None:
@@ -191,10 +196,14 @@ def gate_command(results_path: Path, baseline_file: Path | None, gates_file: Pat
 @click.argument("results_path", metavar="RESULTS", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), metavar="BASELINE.json",
               help="Where to write it  [default: baselines/<recipe name>.json]")
-def baseline_command(results_path: Path, out: Path | None) -> None:
+@click.option("--artifacts", "artifact_globs", multiple=True, metavar="GLOB",
+              help="Keep only these artifacts' measurements (repeatable; e.g. the ones you ship)  [default: all]")
+def baseline_command(results_path: Path, out: Path | None, artifact_globs: tuple[str, ...]) -> None:
     """Write, or replace, the baseline that `compress gate --baseline` compares with, from a complete
     run (RESULTS: its folder or results.json). Latency is kept as a ratio to a reference measured in
-    the same run, so a faster or slower CI machine does not move it.
+    the same run, so a faster or slower CI machine does not move it; the kind of machine (CPU and its
+    instruction sets, or GPU) is kept too, since the ratio of int8 to fp32 depends on it: on another
+    kind the gate says the ratio was not compared.
 
     \b
     Exit codes:
@@ -215,7 +224,10 @@ def baseline_command(results_path: Path, out: Path | None) -> None:
         click.echo(f"error: no baseline from an incomplete run: {broken[0].message}", err=True)
         sys.exit(ExitCode.INCOMPLETE)
     path = out if out is not None else Path("baselines") / f"{results.recipe_name}.json"
-    document = make_baseline(results)
+    document = make_baseline(results, list(artifact_globs) or None)
+    if not document["entries"]:
+        click.echo(f"error: --artifacts {' '.join(artifact_globs)}: no measured artifact matches", err=True)
+        sys.exit(ExitCode.BAD_INPUT)
     previous = None
     if path.is_file():
         try:

@@ -83,6 +83,9 @@ class Check:
     limit: float
     passed: bool
     message: str
+    # Not compared, with the reason in `message` (a latency ratio measured on another kind of machine):
+    # neither a pass nor a failure, and shown as such.
+    skipped: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -301,6 +304,8 @@ class BaselineEntry(_Strict):
     reference: str | None = Field(description="the artifact whose p50 (same runtime, target, threads) divides")
     latency_ratio: float | None
     p50_ms: float | None = Field(description="for information: raw p50 depends on the machine")
+    machine: str | None = Field(None, description="where the latency ratio was measured (see machine_class): "
+                                                  "ratios are compared only on the same kind of machine")
 
 
 class Baseline(_Strict):
@@ -326,13 +331,29 @@ def _reference(results: Results, m: Measurement) -> Measurement | None:
     return min(fp32, key=lambda p: (len(records[p.artifact][1].lineage), records[p.artifact][0]), default=None)
 
 
-def make_baseline(results: Results) -> dict[str, Any]:
-    """What `compress baseline` writes: per measurement, its metrics, size and latency as a ratio to a
-    reference measured in the same run (so a slower machine does not move it)."""
+def machine_class(device: dict[str, Any]) -> str | None:
+    """What an int8 / fp32 latency ratio depends on beyond the model: the GPU, or the CPU model with
+    its vector and int8 dot-product instruction sets (the quickstart's int8 ran at 0.31x of fp32 on a
+    CPU with AVX-512 VNNI and at 0.58x on another CPU type, the same code). None when not recorded."""
+    gpu = device.get("gpu")
+    if isinstance(gpu, dict) and gpu.get("name"):
+        return f"GPU {gpu['name']}"
+    if not device.get("cpu"):
+        return None
+    isa = [*device.get("vector_isa", []), *device.get("int8_dot_product", [])]
+    return f"{device['cpu']} [{' '.join(isa) or 'no vector extensions recorded'}]"
+
+
+def make_baseline(results: Results, artifacts: list[str] | None = None) -> dict[str, Any]:
+    """What `compress baseline` writes: per measurement (of the artifacts matching the `artifacts`
+    globs, all by default), its metrics, size and latency as a ratio to a reference measured in the
+    same run (so a slower machine does not move it), with the kind of machine that ratio is from."""
     entries = []
     sizes = {a.name: a.size_bytes for a in results.artifacts}
     for m in results.measurements:
         if m.status != "ok" or m.artifact not in sizes:
+            continue
+        if artifacts is not None and not any(fnmatch.fnmatchcase(m.artifact, glob) for glob in artifacts):
             continue
         reference = _reference(results, m)
         ratio = _ratio(robust_p50(m.latency), robust_p50(reference.latency)) if reference else float("nan")
@@ -341,7 +362,8 @@ def make_baseline(results: Results) -> dict[str, Any]:
             size_bytes=sizes[m.artifact],
             reference=reference.artifact if reference else None,
             latency_ratio=None if math.isnan(ratio) else ratio,
-            p50_ms=None if m.latency is None else robust_p50(m.latency)))
+            p50_ms=None if m.latency is None else robust_p50(m.latency),
+            machine=machine_class(m.device) if reference else None))
     baseline = Baseline(created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                         recipe_name=results.recipe_name, compress_version=results.compress_version,
                         run_id=results.run_id, metric=str(results.task.get("metric", "metric")), entries=entries)
@@ -381,7 +403,13 @@ def _entry_checks(results: Results, entry: BaselineEntry, found: Measurement, to
         new = found.metric.get(name, float("nan"))
         checks.append(_drift("baseline.metric", loc, name, new, old, new - old, tolerances.metric,
                              higher_is_better=not lower_is_better(results)))
-    if entry.latency_ratio is not None:
+    here = machine_class(found.device)
+    if entry.latency_ratio is not None and entry.machine is not None and here != entry.machine:
+        checks.append(Check("baseline.latency_ratio", *loc, float("nan"), tolerances.latency_ratio, True,
+                            f"{_describe(loc)}: latency ratio not compared: the baseline's is from "
+                            f"{entry.machine}, this run is on {here or 'a machine it did not record'} "
+                            "(record a baseline for this machine with `compress baseline`)", skipped=True))
+    elif entry.latency_ratio is not None:
         reference = next((p for p in results.measurements if p.artifact == entry.reference and p.status == "ok"
                           and _same_place(p, found)), None)
         new_ratio = _ratio(robust_p50(found.latency), robust_p50(reference.latency if reference else None))

@@ -223,6 +223,8 @@ def describe_device(device: str = "cpu") -> dict[str, Any]:
         pass
     # int8 is only fast with dot-product instructions: VNNI on x86, asimddp on Arm.
     info["int8_dot_product"] = sorted(set(flags.split()) & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
+    # The vector width the fp32 kernels use: with the line above, what latency ratios depend on.
+    info["vector_isa"] = sorted(set(flags.split()) & {"avx2", "avx512f", "asimd", "sve"})
     try:
         import numpy
 

@@ -25,6 +25,7 @@ from compress.gates import (
     compare,
     evaluate,
     exit_code,
+    machine_class,
     make_baseline,
     robust_p50,
 )
@@ -350,6 +351,77 @@ def test_a_nan_metric_fails_the_baseline():
     measurement(data, INT8)["metric"]["top1"] = NAN
     (failed,) = [c for c in compare(build(data), baseline) if not c.passed]
     assert failed.gate == "baseline.metric" and "missing or NaN" in failed.message
+
+
+AVX2 = {"cpu": "AMD EPYC", "vector_isa": ["avx2"], "int8_dot_product": []}
+VNNI = {"cpu": "AMD EPYC", "vector_isa": ["avx2", "avx512f"], "int8_dot_product": ["avx512_vnni"]}
+
+
+def on_machine(device: dict[str, Any]) -> dict[str, Any]:
+    data = results_dict()
+    for m in data["measurements"]:
+        m["device"] = device
+    return data
+
+
+def test_latency_ratios_are_compared_only_on_the_kind_of_machine_they_were_measured_on():
+    baseline = make_baseline(build(on_machine(VNNI)))
+    assert {e["machine"] for e in baseline["entries"]} == {"AMD EPYC [avx2 avx512f avx512_vnni]"}
+    slower_int8 = on_machine(VNNI)
+    measurement(slower_int8, INT8)["latency"] = _latency(0.25 * 1.5)
+    (failed,) = [c for c in compare(build(slower_int8), baseline) if not c.passed]
+    assert failed.gate == "baseline.latency_ratio" and not failed.skipped
+
+    elsewhere = on_machine(AVX2)
+    measurement(elsewhere, INT8)["latency"] = _latency(0.25 * 1.5)  # int8 gains less without VNNI
+    measurement(elsewhere, INT8)["metric"]["top1"] = 0.375  # ... but accuracy is compared everywhere
+    checks = compare(build(elsewhere), baseline)
+    skipped = [c for c in checks if c.skipped]
+    assert {c.gate for c in skipped} == {"baseline.latency_ratio"} and len(skipped) == 5
+    assert all(c.passed and math.isnan(c.value) for c in skipped)  # not a failure, and no number shown
+    assert ("latency ratio not compared: the baseline's is from AMD EPYC [avx2 avx512f avx512_vnni], "
+            "this run is on AMD EPYC [avx2]") in skipped[0].message
+    assert [c.gate for c in checks if not c.passed] == ["baseline.metric"]
+    assert exit_code(checks) == 1
+
+    # a baseline that did not record its machine (older files) is compared everywhere
+    unrecorded = make_baseline(build())
+    assert {e["machine"] for e in unrecorded["entries"]} == {None}
+    assert [c.gate for c in compare(build(elsewhere), unrecorded) if not c.passed] == [
+        "baseline.metric", "baseline.latency_ratio"]
+
+
+def test_a_gpu_is_its_own_kind_of_machine():
+    assert machine_class({**VNNI, "gpu": {"name": "NVIDIA H200"}}) == "GPU NVIDIA H200"
+    assert machine_class({}) is None
+
+
+def test_the_gate_command_reports_what_it_did_not_compare(tmp_path: Path):
+    baseline = tmp_path / "baseline.json"
+    assert _invoke(baseline_command, _write_run(tmp_path / "vnni", on_machine(VNNI)), "--out", baseline).exit_code == 0
+    result = _invoke(gate_command, _write_run(tmp_path / "avx2", on_machine(AVX2)), "--baseline", baseline,
+                     "--junit", tmp_path / "gate.xml", "--markdown", tmp_path / "summary.md")
+    assert result.exit_code == 0, result.output
+    assert "SKIP baseline.latency_ratio: distill on torch (local, 1t): latency ratio not compared" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "gate: all 11 checks passed, 5 not compared"
+    suite = ET.parse(tmp_path / "gate.xml").getroot().find("testsuite")
+    assert suite.get("skipped") == "5" and suite.get("failures") == "0"
+    assert len([case for case in suite.findall("testcase") if case.find("skipped") is not None]) == 5
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.startswith("### ✅ compress gate · demo · run 20260101-000000-test: all 11 checks passed, "
+                              "5 not compared")
+    assert "| ⏭️ | baseline.latency_ratio | distill | torch (local, 1t) | - | - |" in summary
+
+
+def test_a_baseline_of_the_artifacts_a_team_ships(tmp_path: Path):
+    run = _write_run(tmp_path / "run", results_dict())
+    baseline = tmp_path / "baseline.json"
+    written = _invoke(baseline_command, run, "--out", baseline, "--artifacts", "original", "--artifacts", "*.int8.*")
+    assert written.exit_code == 0 and "(2 measurements" in written.stdout
+    assert {e["artifact"] for e in json.loads(baseline.read_text())["entries"]} == {"original", INT8}
+    none = CliRunner().invoke(baseline_command, [str(run), "--out", str(tmp_path / "b2.json"), "--artifacts", "x*"])
+    assert none.exit_code == 2 and "--artifacts x*: no measured artifact matches" in none.stderr
+    assert not (tmp_path / "b2.json").exists()
 
 
 def test_cli_defaults_match_the_tolerances_model():
