@@ -196,3 +196,72 @@ def _gates(folder: Path) -> Path:
     path = folder / "gates.yaml"
     path.write_text("max_size_mb: 100\n")
     return path
+
+
+def test_onnx_ranking_measures_every_candidate_and_skips_what_int8_cannot_change(tmp_path):
+    """The one-pass ranking of ONNX Runtime int8: a Relu / Clip is folded into the range of the node
+    before it, so it is no candidate, and the node before it is measured past it; the layers the
+    recipe already keeps in float (the first-layer policy) are no candidates either."""
+    import onnx
+    import torch
+
+    from compress import formats
+    from compress.exporters.onnx import quantize as onnx_quantize
+    from compress.recipe import QuantizeConfig
+    from compress.zoo.digits import DigitsCNNOutlier
+
+    torch.manual_seed(0)
+    model = DigitsCNNOutlier(width=8, outlier=1000.0).eval()
+    x = torch.rand(64, 1, 8, 8).numpy()
+    exported = formats.export("onnx", model, torch.from_numpy(x[:1]), tmp_path / "fp32", input_names=["input"])
+    prepared = tmp_path / "prepared.onnx"
+    onnx_quantize._pre_process(exported.path, prepared)
+    nodes = list(onnx.load(str(prepared)).graph.node)
+    config = QuantizeConfig(mode="static", calibration={"samples": 64})
+    kept = onnx_quantize._kept_in_float(prepared, [n.name for n in nodes], config)
+    assert kept and {n.op_type for n in nodes if n.name in kept} == {"Conv"}  # the first conv
+    candidates = onnx_quantize._candidates(nodes, set(kept))
+    kinds = {n.name: n.op_type for n in nodes}
+    assert not set(kept) & set(candidates)
+    assert {kinds[c] for c in candidates} >= {"Conv", "Mul", "Gemm"}
+    assert not {kinds[c] for c in candidates} & {"Relu", "Clip"}
+
+    int8 = formats.quantize("onnx", exported.path, model, tmp_path / "int8", config, x, input_names=["input"])
+    added = onnx_quantize._added_noise(prepared, int8.path, nodes, candidates, {"input": x[:16]}, tmp_path)
+    assert set(added) == set(candidates)  # every conv measured, those followed by a Relu included
+    ranked = onnx_quantize._rank_by_activation_error(prepared, int8.path, nodes, candidates, {"input": x[:16]},
+                                                     tmp_path)
+    # the channel scaled by 1000 leaves the other channels a few int8 levels: the Mul (or what reads it) first
+    assert kinds[ranked[0]] in {"Mul", "Conv"} and ranked[0] not in kept
+    assert ranked.index(next(n for n in ranked if kinds[n] == "Mul")) <= 1, [(n, kinds[n], added[n]) for n in ranked]
+
+
+def test_nncf_accuracy_control_ends_at_max_seconds_and_is_scored_by_us(tmp_path):
+    """OpenVINO's search is NNCF's accuracy control: bounded by max_trials (its iterations) and by
+    max_seconds (past it, NNCF's search ends where it stands); what it returns is scored here, so a
+    search cut short says so and does not claim the budget."""
+    import torch
+
+    from compress import formats
+    from compress.metrics import top1
+    from compress.recipe import QuantizeConfig
+    from compress.sessions import run_outputs
+    from compress.zoo.digits import DigitsCNNOutlier
+
+    torch.manual_seed(0)
+    model = DigitsCNNOutlier(width=8, outlier=1000.0).eval()
+    x = torch.rand(64, 1, 8, 8).numpy()
+    with torch.no_grad():
+        labels = model(torch.from_numpy(x)).argmax(1).numpy()
+    exported = formats.export("openvino", model, torch.from_numpy(x[:1]), tmp_path / "fp32", input_names=["input"])
+    config = QuantizeConfig(mode="static", calibration={"samples": 64}, max_accuracy_drop=0.0)
+    validation = Validation(x=x, y=labels, metric=top1, budget=Budget.parse(0.0), input_name="input",
+                            runtime="openvino", run=run_outputs, max_trials=24, max_seconds=1e-3)
+    quantized = formats.quantize("openvino", exported.path, model, tmp_path / "int8", config, x,
+                                 input_names=["input"], validation=validation)
+    search = quantized.info["accuracy_aware"]
+    default = search["steps"][0]["validation_metric"]
+    assert default < 1.0  # the outlier channel costs per-tensor int8 some agreement: a search is needed
+    assert quantized.info["quantizer"] == "nncf.quantize_with_accuracy_control"
+    assert search["stopped"] == "max_seconds"
+    assert search["budget_met"] is False and search["validation_metric_int8"] < 1.0

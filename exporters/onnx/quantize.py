@@ -14,14 +14,32 @@ from compress.errors import tool_failure
 # Ops that only move or reshape data: keeping them in float changes nothing on its own.
 _LAYOUT_OPS = {"Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten", "Slice", "Split", "Pad", "Where",
                "TopK", "CumSum", "Resize", "GatherElements"}
+# Activations the QDQ quantizer folds into the range of the pair after the node before them: there is
+# no quantized Relu / Clip to keep in float (EfficientNet-Lite0's search kept 32 Clips in float for
+# no change at all before these were left out).
+_FOLDED_OPS = {"Relu", "Clip"}
 
 
-def _candidates(nodes: list[Any]) -> list[str]:
-    """Nodes the QDQ quantizer would quantize (its registries), minus pure data movement."""
+def _candidates(nodes: list[Any], already_float: set[str]) -> list[str]:
+    """Nodes the QDQ quantizer would quantize (its registries), minus pure data movement, folded
+    activations and the nodes the recipe already keeps in float (ignored, the first layers)."""
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    quantized = (set(QDQRegistry) | set(QLinearOpsRegistry)) - _LAYOUT_OPS
-    return [n.name for n in nodes if n.op_type in quantized]
+    quantized = (set(QDQRegistry) | set(QLinearOpsRegistry)) - _LAYOUT_OPS - _FOLDED_OPS
+    return [n.name for n in nodes if n.op_type in quantized and n.name not in already_float]
+
+
+def _kept_in_float(prepared: Path, names: list[str], config: Any) -> list[str]:
+    """What the recipe keeps in float whatever the search does: `quantize.ignore`, then (static) the
+    first layers of the first-layer policy."""
+    excluded = match_names(names, config.ignore)
+    if config.mode == "dynamic":
+        return excluded
+    from compress.exporters.onnx.inspect import readback
+
+    policy = config.first_layers
+    return excluded + [n for n in first_layers(readback(prepared).ops, policy.in_float, policy.max_macs_share)
+                       if n not in excluded]
 
 
 def _pre_process(source: Path, dest: Path) -> None:
@@ -50,7 +68,7 @@ def quantize(request: QuantizeRequest) -> Exported:
         prepared = Path(scratch) / "prepared.onnx"  # node names as quantize_file will see them
         _pre_process(source, prepared)
         nodes = list(onnx.load(str(prepared), load_external_data=False).graph.node)
-        candidates = _candidates(nodes)
+        candidates = _candidates(nodes, set(_kept_in_float(prepared, [n.name for n in nodes], request.config)))
 
         def quantize_leaving(excluded: list[str], path: Path) -> None:
             info.update(quantize_file(source, path, request, extra_excluded=excluded))
@@ -69,11 +87,21 @@ def quantize(request: QuantizeRequest) -> Exported:
 
 def _rank_by_activation_error(prepared: Path, int8: Path, nodes: list[Any], candidates: list[str],
                               feeds: dict[str, Any], scratch: Path) -> list[str]:
-    """Candidates ranked by the error each one adds, from one pass of the float model and one of the
-    int8 model over a few validation samples (ONNX Runtime's qdq_loss_debug): the drop in signal to
+    """Candidates ranked by the error each one adds (`_added_noise`), most first; those it could not
+    measure last, in graph order."""
+    added = _added_noise(prepared, int8, nodes, candidates, feeds, scratch)
+    ranked = sorted(added, key=lambda name: added[name], reverse=True)
+    return ranked + [c for c in candidates if c not in added]
+
+
+def _added_noise(prepared: Path, int8: Path, nodes: list[Any], candidates: list[str], feeds: dict[str, Any],
+                 scratch: Path) -> dict[str, float]:
+    """The error each candidate adds, from one pass of the float model and one of the int8 model
+    over a few validation samples (ONNX Runtime's qdq_loss_debug): the drop in signal to
     quantization noise ratio, in dB, from a node's input to its output."""
     import math
 
+    import onnx
     from onnxruntime.quantization.calibrate import CalibrationDataReader
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
@@ -97,13 +125,34 @@ def _rank_by_activation_error(prepared: Path, int8: Path, nodes: list[Any], cand
         activations[label] = collect_activations(str(augmented), Feeds())
     errors = compute_activation_error(create_activation_matching(activations["int8"], activations["float"]))
 
-    def sqnr(tensor: str) -> float:
-        value = errors.get(tensor, {}).get("xmodel_err", math.inf)
+    graph_inputs = {i.name for i in onnx.load(str(prepared), load_external_data=False).graph.input}
+    consumers: dict[str, list[Any]] = {}
+    for node in nodes:
+        for tensor in node.input:
+            consumers.setdefault(tensor, []).append(node)
+
+    def sqnr(tensor: str) -> float | None:
+        if tensor not in errors:
+            return 200.0 if tensor in graph_inputs else None  # the model's input is exact
+        value = errors[tensor].get("xmodel_err", math.inf)
         return value if math.isfinite(value) else 200.0  # an exact match: as clean as a signal gets
 
-    added = {node.name: sqnr(node.input[0]) - sqnr(node.output[0]) for node in nodes
-             if node.name in candidates and node.input and node.output}
-    return sorted(added, key=lambda name: added[name], reverse=True)
+    def output_sqnr(node: Any) -> float | None:
+        """At the node's output, or where the quantizer measures it: past a Relu / Clip folded into
+        the node's output range (that tensor is gone from the int8 graph)."""
+        tensor = node.output[0]
+        while tensor not in errors and len(consumers.get(tensor, [])) == 1 and consumers[tensor][0].op_type in (
+                _FOLDED_OPS):
+            tensor = consumers[tensor][0].output[0]
+        return sqnr(tensor)
+
+    added = {}
+    for node in nodes:
+        if node.name in candidates and node.input and node.output:
+            before, after = sqnr(node.input[0]), output_sqnr(node)
+            if before is not None and after is not None:
+                added[node.name] = before - after
+    return added
 
 
 def quantize_file(source: Path, dest: Path, request: QuantizeRequest, *,
@@ -115,17 +164,13 @@ def quantize_file(source: Path, dest: Path, request: QuantizeRequest, *,
         prepared = Path(scratch) / "prepared.onnx"
         _pre_process(source, prepared)
         nodes = [n.name for n in onnx.load(str(prepared), load_external_data=False).graph.node]
-        excluded = match_names(nodes, config.ignore) + list(extra_excluded or [])
-        first: list[str] = []
+        kept = _kept_in_float(prepared, nodes, config)
+        ignored = match_names(nodes, config.ignore)
+        first = [n for n in kept if n not in ignored and n not in (extra_excluded or [])]
+        excluded = kept + [n for n in extra_excluded or [] if n not in kept]
         if config.mode == "dynamic":
             info = _dynamic(prepared, dest, config, excluded)
         else:
-            from compress.exporters.onnx.inspect import readback
-
-            policy = config.first_layers
-            first = [n for n in first_layers(readback(prepared).ops, policy.in_float, policy.max_macs_share)
-                     if n not in excluded]
-            excluded = excluded + first
             info = _static(prepared, dest, request, excluded)
             info["inputs_kept_float"] = keep_inputs_float(dest, prepared, set(excluded))
     return {**info, "ignore_matches": {p: match_names(nodes, [p]) for p in config.ignore}, "nodes_excluded": excluded,

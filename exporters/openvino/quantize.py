@@ -5,6 +5,7 @@ harmful layers in float; where it cannot (some graphs, other metrics), the per-l
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -149,12 +150,14 @@ def quantize(request: QuantizeRequest) -> Exported:
     try:  # NNCF's own accuracy control first (static int8 of a higher-is-better metric with labels)
         if dynamic or validation.y is None or validation.budget.lower_is_better:
             raise ValueError("NNCF accuracy control covers static int8 scored against labels, higher is better")
-        final = _accuracy_control(model, dataset, validation, common, advanced)
+        final, stopped = _accuracy_control(model, dataset, validation, common, advanced)
         _save(final, ir)
-        score = validation.score(ir)
+        score = validation.score(ir)  # scored here, as every candidate is: NNCF's own figure is not reported
         kept = sorted(default_ops - _quantized_ops(final))
         report = validation.report(reference, score, kept,
                                    [default_step, {"kept_in_float": kept, "validation_metric": round(score, 6)}])
+        if stopped:
+            report.stopped = stopped
         info["quantizer"] = "nncf.quantize_with_accuracy_control"
     except Exception as exc:  # it cannot compile some graphs (an LSTMSequence here): search ourselves
         shutil.rmtree(ir, ignore_errors=True)
@@ -167,20 +170,38 @@ def quantize(request: QuantizeRequest) -> Exported:
     return Exported(path=ir, info={**info, **report.as_info()})
 
 
-def _accuracy_control(model: Any, dataset: Any, validation: Validation, common: dict[str, Any], advanced: Any) -> Any:
+def _accuracy_control(model: Any, dataset: Any, validation: Validation, common: dict[str, Any], advanced: Any
+                      ) -> tuple[Any, str]:
+    """NNCF's accuracy control within the search's bounds: at most `max_trials` iterations (each
+    reverts a group of quantizers to float and validates), and once `max_seconds` have passed every
+    validation answers with the float model's score, which ends NNCF's search where it stands. The
+    model it returns is then scored by the caller, never taken on NNCF's word. Returns the model and
+    why it stopped early ('max_seconds'), or ''."""
     import nncf
     import numpy
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     assert validation.y is not None
     items = [(validation.x[i:i + 1], validation.y[i]) for i in range(len(validation.x))]
+    deadline = time.monotonic() + validation.max_seconds
+    seen: dict[str, float] = {}
 
     def validation_fn(compiled: Any, data: Any) -> float:
+        if "float" in seen and time.monotonic() > deadline:
+            seen["timed_out"] = 1.0
+            return seen["float"]
         rows = list(data)
         logits = numpy.concatenate([compiled(x)[0] for x, _ in rows])
-        return float(validation.metric(logits, numpy.array([y for _, y in rows])))
+        score = float(validation.metric(logits, numpy.array([y for _, y in rows])))
+        seen.setdefault("float", score)  # NNCF validates the float model first
+        return score
 
     budget = validation.budget
-    return nncf.quantize_with_accuracy_control(
+    final = nncf.quantize_with_accuracy_control(
         model, dataset, nncf.Dataset(items), validation_fn, max_drop=budget.value,
         drop_type=nncf.DropType.RELATIVE if budget.relative else nncf.DropType.ABSOLUTE,
-        advanced_quantization_parameters=advanced, **common)
+        advanced_quantization_parameters=advanced,
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+            max_num_iterations=validation.max_trials),
+        **common)
+    return final, "max_seconds" if "timed_out" in seen else ""
