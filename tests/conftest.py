@@ -174,6 +174,7 @@ def compress(plugin_path: Path | None, *args: object, cwd: Path, timeout: float 
 def device_python() -> Path:
     """A separate venv, as a device has: numpy + onnxruntime + ai-edge-litert only (no compress, no
     torch). Cached by the constraints' hash."""
+    import fcntl
     import hashlib
     import os
     import shutil
@@ -185,13 +186,16 @@ def device_python() -> Path:
     key = hashlib.sha256((constraints.read_text() + sys.version + " ".join(packages)).encode()).hexdigest()[:12]
     venv = Path(os.environ.get("TMPDIR", "/tmp")) / f"compress-test-device-{key}"
     python = venv / "bin" / "python"
-    if not (venv / ".complete").exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        base = getattr(sys, "_base_executable", sys.executable)
-        subprocess.run([base, "-m", "venv", str(venv)], check=True)
-        done = subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(constraints), *packages],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot build the device venv: {done.stderr.strip().splitlines()[-1:]}")
-        (venv / ".complete").write_text("")
+    # pytest-xdist workers share it: one builds it while the others wait on the lock.
+    with open(f"{venv}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / ".complete").exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            base = getattr(sys, "_base_executable", sys.executable)
+            subprocess.run([base, "-m", "venv", str(venv)], check=True)
+            done = subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(constraints), *packages],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"cannot build the device venv: {done.stderr.strip().splitlines()[-1:]}")
+            (venv / ".complete").write_text("")
     return python
