@@ -169,19 +169,19 @@ def test_an_unmet_budget_completes_the_run_with_the_best_artifact_and_exits_1(cl
     recipe = ROOT / "recipes" / "outlier-digits.yaml"
     result = cli("run", recipe, "--out", tmp_path, "--set", "export=[onnx, tflite]",
                  "--set", "verify.runtimes=[onnxruntime, litert]", "--set", "model.kwargs.width=8",
-                 "--set", "model.train.epochs=1", "--set", "quantize.search.max_trials=5",
+                 "--set", "model.train.epochs=1", "--set", "quantize.search.max_trials=3",
                  "--set", "verify.latency={min_runs: 1, min_seconds: 0}")
     assert result.exit_code == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: accuracy budget missed: original.int8.onnx: int8 cannot meet max_accuracy_drop "
                            "0.01: the best found scores 0.5000 against 0.9000 in fp32 on the validation split")
-    assert "after 5 trial(s) (max_trials) (and " in last  # the TFLite one, missed too, and parity figures
+    assert "after 3 trial(s) (max_trials) (and " in last  # the TFLite one, missed too, and parity figures
     folder = Path(next(line for line in result.stdout.splitlines() if line.startswith("results: "))[9:]).parent
     results = json.loads((folder / "results.json").read_text())
     assert results["status"] == "budget_missed"  # complete, every format measured: nothing lost
     budgets = {b["format"]: b for b in results["accuracy_budget"]}
     assert set(budgets) == {"onnx", "tflite"} and not any(b["met"] for b in budgets.values())
-    assert budgets["onnx"]["artifact"] == "original.int8.onnx" and budgets["onnx"]["trials"] == 5
+    assert budgets["onnx"]["artifact"] == "original.int8.onnx" and budgets["onnx"]["trials"] == 3
     measured = {(m["artifact"], m["runtime"]) for m in results["measurements"] if m["status"] == "ok"}
     assert ("original.int8.onnx", "onnxruntime") in measured and ("original.int8.tflite", "litert") in measured
     artifact = next(a for a in results["artifacts"] if a["name"] == "original.int8.onnx")
