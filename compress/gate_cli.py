@@ -226,8 +226,7 @@ def baseline_command(results_path: Path, out: Path | None, artifact_globs: tuple
     path = out if out is not None else Path("baselines") / f"{results.recipe_name}.json"
     document = make_baseline(results, list(artifact_globs) or None)
     if not document["entries"]:
-        click.echo(f"error: --artifacts {' '.join(artifact_globs)}: no measured artifact matches", err=True)
-        sys.exit(ExitCode.BAD_INPUT)
+        _fail(InputError(f"no measured artifact matches {' '.join(artifact_globs)}", field="--artifacts"))
     previous = None
     if path.is_file():
         try:

@@ -195,15 +195,15 @@ def describe_gpu(device: Device) -> dict[str, Any]:
                               capture_output=True, text=True, timeout=30).stdout.strip().splitlines()
         name, driver, memory = [part.strip() for part in line[0].split(",")]
         return {"index": device.index, "name": name, "driver": driver, "memory_mb": int(float(memory))}
-    except Exception:
-        pass
+    except Exception as exc:  # no nvidia-smi, or no answer from it: ask torch, and keep why
+        smi_error = "nvidia-smi: %s: %s" % (type(exc).__name__, exc)
     try:
         import torch
 
         return {"index": device.index, "name": torch.cuda.get_device_name(device.index), "driver": None,
-                "cuda": torch.version.cuda}
+                "cuda": torch.version.cuda, "nvidia_smi_error": smi_error}
     except Exception as exc:
-        return {"index": device.index, "error": "%s: %s" % (type(exc).__name__, exc)}
+        return {"index": device.index, "error": "%s; torch: %s: %s" % (smi_error, type(exc).__name__, exc)}
 
 
 def describe_device(device: str = "cpu") -> dict[str, Any]:

@@ -218,7 +218,8 @@ def test_onnx_ranking_measures_every_candidate_and_skips_what_int8_cannot_change
     onnx_quantize._pre_process(exported.path, prepared)
     nodes = list(onnx.load(str(prepared)).graph.node)
     config = QuantizeConfig(mode="static", calibration={"samples": 64})
-    kept = onnx_quantize._kept_in_float(prepared, [n.name for n in nodes], config)
+    ignored, kept = onnx_quantize._kept_in_float(prepared, [n.name for n in nodes], config)
+    assert ignored == []
     assert kept and {n.op_type for n in nodes if n.name in kept} == {"Conv"}  # the first conv
     candidates = onnx_quantize._candidates(nodes, set(kept))
     kinds = {n.name: n.op_type for n in nodes}

@@ -199,3 +199,13 @@ def test_latency_in_rounds_reports_each_rounds_p50(tmp_path, linear_onnx):
     lat = response["latency"]
     assert len(lat["trial_p50_ms"]) == 3 and lat["runs"] == 12
     assert all(lat["min_ms"] <= p <= lat["max_ms"] for p in lat["trial_p50_ms"])
+
+
+def test_a_gpu_nobody_can_name_says_why_for_both_ways_of_asking(monkeypatch):
+    """No nvidia-smi and no CUDA torch: the description keeps both causes, not only the last."""
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here: the failing path cannot be reached")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi to find
+    info = agent.describe_gpu(agent.Device("cuda:0"))
+    assert "name" not in info
+    assert info["error"].startswith("nvidia-smi: FileNotFoundError") and "; torch: " in info["error"], info

@@ -29,17 +29,17 @@ def _candidates(nodes: list[Any], already_float: set[str]) -> list[str]:
     return [n.name for n in nodes if n.op_type in quantized and n.name not in already_float]
 
 
-def _kept_in_float(prepared: Path, names: list[str], config: Any) -> list[str]:
-    """What the recipe keeps in float whatever the search does: `quantize.ignore`, then (static) the
-    first layers of the first-layer policy."""
-    excluded = match_names(names, config.ignore)
+def _kept_in_float(prepared: Path, names: list[str], config: Any) -> tuple[list[str], list[str]]:
+    """What the recipe keeps in float whatever the search does: the nodes `quantize.ignore` matches,
+    and (static) the first layers of the first-layer policy not among them."""
+    ignored = match_names(names, config.ignore)
     if config.mode == "dynamic":
-        return excluded
+        return ignored, []
     from compress.exporters.onnx.inspect import readback
 
     policy = config.first_layers
-    return excluded + [n for n in first_layers(readback(prepared).ops, policy.in_float, policy.max_macs_share)
-                       if n not in excluded]
+    first = first_layers(readback(prepared).ops, policy.in_float, policy.max_macs_share)
+    return ignored, [n for n in first if n not in ignored]
 
 
 def _pre_process(source: Path, dest: Path) -> None:
@@ -68,7 +68,8 @@ def quantize(request: QuantizeRequest) -> Exported:
         prepared = Path(scratch) / "prepared.onnx"  # node names as quantize_file will see them
         _pre_process(source, prepared)
         nodes = list(onnx.load(str(prepared), load_external_data=False).graph.node)
-        candidates = _candidates(nodes, set(_kept_in_float(prepared, [n.name for n in nodes], request.config)))
+        ignored, first = _kept_in_float(prepared, [n.name for n in nodes], request.config)
+        candidates = _candidates(nodes, {*ignored, *first})
 
         def quantize_leaving(excluded: list[str], path: Path) -> None:
             info.update(quantize_file(source, path, request, extra_excluded=excluded))
@@ -164,10 +165,10 @@ def quantize_file(source: Path, dest: Path, request: QuantizeRequest, *,
         prepared = Path(scratch) / "prepared.onnx"
         _pre_process(source, prepared)
         nodes = [n.name for n in onnx.load(str(prepared), load_external_data=False).graph.node]
-        kept = _kept_in_float(prepared, nodes, config)
-        ignored = match_names(nodes, config.ignore)
-        first = [n for n in kept if n not in ignored and n not in (extra_excluded or [])]
-        excluded = kept + [n for n in extra_excluded or [] if n not in kept]
+        ignored, first = _kept_in_float(prepared, nodes, config)
+        searched = [n for n in extra_excluded or [] if n not in ignored]  # the accuracy-aware search's
+        first = [n for n in first if n not in searched]
+        excluded = ignored + searched + first
         if config.mode == "dynamic":
             info = _dynamic(prepared, dest, config, excluded)
         else:
