@@ -30,11 +30,11 @@ class Validation:
     its scoring runtime run in this process on the calibration split, never the test split; and the
     bounds of its search."""
 
-    x: np.ndarray
+    x: dict[str, np.ndarray]  # samples per input, in the model's order (an array: one input, `input_name`)
     y: np.ndarray | None
     metric: Metric
     budget: Budget
-    input_name: str
+    input_name: str = "input"
     runtime: str  # the runtime that scores candidates of this format
     run: RunOutputs
     reference: np.ndarray | None = None  # the original model's outputs on x (for the cosine metric)
@@ -44,10 +44,23 @@ class Validation:
     max_seconds: float = 900.0
     progress: Callable[[str], None] = lambda _line: None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.x, np.ndarray):
+            self.x = {self.input_name: self.x}
+
+    def feeds(self, count: int | None = None) -> dict[str, np.ndarray]:
+        """The first `count` samples of every input, in the format's layout."""
+        return {name: (array[:count] if not self.input_transpose
+                       else np.ascontiguousarray(array[:count].transpose(self.input_transpose)))
+                for name, array in self.x.items()}
+
+    def __len__(self) -> int:
+        return len(next(iter(self.x.values())))
+
     def score(self, path: Path) -> float:
-        x = self.x if not self.input_transpose else np.ascontiguousarray(self.x.transpose(self.input_transpose))
-        outputs = np.concatenate([self.run(self.runtime, path, {self.input_name: x[i:i + self.batch_size]})[0]
-                                  for i in range(0, len(x), self.batch_size)])
+        x = self.feeds()
+        outputs = np.concatenate([self.run(self.runtime, path, {k: v[i:i + self.batch_size] for k, v in x.items()})[0]
+                                  for i in range(0, len(self), self.batch_size)])
         return float(self.metric(outputs, self.y, reference=self.reference))
 
     def met(self, reference: float, score: float) -> bool:

@@ -67,10 +67,9 @@ class StageContext:
     def task_kind(self) -> str:
         return self.plan.recipe.task.kind
 
-    def example_input(self, batch: int = 1) -> torch.Tensor:
-        import torch
-
-        return torch.from_numpy(self.data.calibration.x[:batch]).clone()
+    def example_input(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        """Samples of the calibration split: one tensor per model input."""
+        return self.data.calibration.head(batch).tensors()
 
 
 @dataclass
@@ -183,6 +182,11 @@ class ExportRequest:
     folder: Path  # write the artifact inside it
     options: Any  # the format's validated Config, or None
     run: RunOutputs  # to check the artifact against torch with the runtime that will load it
+    # per input, the axes whose size may change ({0: "batch", 1: "sequence"}); None: the batch axis
+    dynamic_axes: list[dict[int, str]] | None = None
+
+    def axes(self) -> list[dict[int, str]]:
+        return self.dynamic_axes if self.dynamic_axes is not None else [{0: "batch"} for _ in self.example]
 
 
 class SearchResult(Protocol):
@@ -194,7 +198,7 @@ class SearchResult(Protocol):
 class Validation(Protocol):
     """What accuracy-aware int8 scores candidates with (the calibration split, never the test split)."""
 
-    x: np.ndarray
+    x: dict[str, np.ndarray]  # samples per input, in the model's order
     y: np.ndarray | None
     metric: Metric
     budget: Any  # .value, .relative, .lower_is_better (compress.budget.Budget)
@@ -223,7 +227,7 @@ class QuantizeRequest:
     torch_model: torch.nn.Module  # the torch model it was exported from (quantizers that work on torch)
     folder: Path
     config: Any  # the recipe's QuantizeConfig
-    calibration: np.ndarray  # samples of the calibration split
+    calibration: dict[str, np.ndarray]  # samples of the calibration split, per input in the model's order
     input_names: list[str]
     validation: Validation | None  # accuracy-aware int8 when set
     run: RunOutputs
@@ -339,9 +343,11 @@ class DataContext:
 
     file: str  # the recipe, for error messages
     folder: Path  # paths in a recipe are relative to its folder
-    input_shape: list[int]
+    input_shape: list[int]  # the first input's
     input_dtype: str
     allowed: list[Path] = field(default_factory=list)  # folders outside it the recipe lets inputs come from
+    inputs: list[tuple[str, list[int], str]] = field(default_factory=list)  # every input: name, shape, dtype
+    model_folder: Path | None = None  # a Hugging Face model's folder (its tokenizer), when the recipe has one
 
     def resolve_path(self, value: str, field: str = "data.path", what: str = "data file", kind: str = "file") -> Path:
         """An input the recipe names, under the path policy (compress.inputs.input_path): inside the

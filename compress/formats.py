@@ -34,12 +34,14 @@ def export(name: str, model: torch.nn.Module, example: torch.Tensor | tuple[torc
 
 
 def quantize(name: str, source: Path, torch_model: torch.nn.Module | None, folder: Path, config: Any,
-             calibration: np.ndarray, *, input_names: tuple[str, ...] | list[str] = ("input",),
+             calibration: np.ndarray | dict[str, np.ndarray], *, input_names: tuple[str, ...] | list[str] = ("input",),
              attributes: dict[str, Any] | None = None, validation: Validation | None = None) -> Exported:
     """Quantize the fp32 file (or folder) `source` of format `name` inside `folder`, as the recipe's
     `quantize` section `config` says; `torch_model` is the model it was exported from."""
     from compress.sessions import run_outputs
 
+    if not isinstance(calibration, dict):  # one input's samples
+        calibration = {next(iter(input_names)): calibration}
     if config.mode == "auto":  # a format's quantizer makes static or dynamic int8: choose, as a run does
         if torch_model is None:
             raise ValueError("quantize.mode auto needs the torch model to choose static or dynamic int8")
@@ -48,7 +50,7 @@ def quantize(name: str, source: Path, torch_model: torch.nn.Module | None, folde
 
         from compress.int8_mode import choose_mode
 
-        mode, _ = choose_mode(torch_model, torch.from_numpy(numpy.asarray(calibration[:1])))
+        mode, _ = choose_mode(torch_model, tuple(torch.from_numpy(numpy.asarray(a[:1])) for a in calibration.values()))
         config = config.model_copy(update={"mode": mode})
     folder.mkdir(parents=True, exist_ok=True)
     artifact = Artifact(id="source", name=source.name, format=name, precision="fp32", path=source, sha256="",

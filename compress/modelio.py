@@ -180,11 +180,60 @@ def build_from_factory(factory: str, kwargs: dict[str, Any], folder: Path, *, fi
     return model
 
 
-def build_model(config: ModelConfig, plan: Plan, prefix: str = "model") -> torch.nn.Module:
-    """The user's model, in eval mode, from a factory (+ weights) or a trusted whole-model file."""
+ADAPTER = "compress.runtimes.backends.torch_adapter:adapted"
+
+
+def model_factory(config: ModelConfig, plan: Plan) -> tuple[str | None, dict[str, Any]]:
+    """The factory and kwargs a torch artifact of the recipe's model is rebuilt from: the recipe's
+    factory, or the adapter around it (or around the Hugging Face loader) for a model with named
+    inputs or a chosen output."""
+    if config.huggingface is not None:
+        folder = _hf_folder(config, plan, "model")
+        inner: str | None = "compress.hf:load"
+        kwargs: dict[str, Any] = {"path": str(folder), "task": config.huggingface.task,
+                                  "num_labels": config.huggingface.num_labels, "seed": plan.recipe.seed}
+    else:
+        inner, kwargs = config.factory, dict(config.kwargs)
+    if inner is None or not config.wrapped:
+        return inner, kwargs
+    return ADAPTER, {"factory": inner, "kwargs": kwargs, "input_names": [s.name for s in config.input_specs],
+                     "output": task_output(config), "source_folder": str(plan.folder.resolve())}
+
+
+def task_output(config: ModelConfig) -> str | int | None:
+    """The output the task reads: the recipe's `model.output`, else the Hugging Face task's."""
+    if config.output is not None:
+        return config.output
+    if config.huggingface is not None:
+        from compress.hf import DEFAULT_OUTPUT
+
+        return DEFAULT_OUTPUT[config.huggingface.task]
+    return None
+
+
+def adapt(model: torch.nn.Module, config: ModelConfig, *, file: str | None, field: str) -> torch.nn.Module:
+    """The model with the recipe's calling convention (compress.runtimes.backends.torch_adapter)."""
+    if not config.wrapped:
+        return model
+    from compress.runtimes.backends.torch_adapter import Adapted
+
+    return Adapted(model, [s.name for s in config.input_specs], task_output(config))
+
+
+def build_model(config: ModelConfig, plan: Plan, prefix: str = "model",
+                calling: ModelConfig | None = None) -> torch.nn.Module:
+    """The user's model, in eval mode, from a factory (+ weights), a Hugging Face folder or a trusted
+    whole-model file; called the way `calling` (the recipe's model, by default `config`) says."""
     from compress.runtimes.backends.torch import eval_mode
 
     file = plan.file
+    calling = calling or config
+    if getattr(config, "huggingface", None) is not None:
+        from compress import hf
+
+        folder = _hf_folder(config, plan, prefix)
+        model, _ = hf.build(config.huggingface, folder, seed=plan.recipe.seed, file=file)  # type: ignore[arg-type]
+        return eval_mode(adapt(model, calling, file=file, field=prefix))
     if config.file is not None:
         model = load_trusted_file(plan.resolve_path(config.file, f"{prefix}.file", "model file"), file=file,
                                   field=f"{prefix}.file", trust=config.trust)
@@ -196,7 +245,17 @@ def build_model(config: ModelConfig, plan: Plan, prefix: str = "model") -> torch
             path = plan.resolve_path(config.weights, f"{prefix}.weights", "weights file")
             state = load_state_dict_file(path, file=file, field=f"{prefix}.weights")
             _load_into(model, state, file=file, field=f"{prefix}.weights", name=path.name)
+    if config.file is None:
+        model = adapt(model, calling, file=file, field=prefix)
     return eval_mode(model)
+
+
+def _hf_folder(config: Any, plan: Plan, prefix: str) -> Path:
+    from compress.inputs import input_path
+
+    ctx = plan.data_context()
+    return input_path(config.huggingface.path, folder=ctx.folder, allowed=ctx.allowed, file=plan.file,
+                      field=f"{prefix}.huggingface.path", what="Hugging Face model", kind="folder")
 
 
 def save_torch_artifact(model: torch.nn.Module, folder: Path, *, factory: str | None, kwargs: dict[str, Any],

@@ -61,11 +61,22 @@ class Plan:
         return self.data_context().resolve_path(value, field=field, what=what)
 
     def data_context(self) -> DataContext:
-        spec = self.recipe.model.input
+        specs = self.recipe.model.input_specs
+        spec = specs[0]
         allowed = [Path(p).expanduser() if Path(p).expanduser().is_absolute() else self.folder / p
                    for p in self.recipe.paths.allow_outside]
         return DataContext(file=self.file, folder=self.folder, input_shape=list(spec.shape), input_dtype=spec.dtype,
-                           allowed=allowed)
+                           allowed=allowed, inputs=[(s.name, list(s.shape), s.dtype) for s in specs],
+                           model_folder=self._model_folder(allowed))
+
+    def _model_folder(self, allowed: list[Path]) -> Path | None:
+        config = self.recipe.model.huggingface
+        if config is None:
+            return None
+        from compress.inputs import input_path
+
+        return input_path(config.path, folder=self.folder, allowed=allowed, file=self.file,
+                          field="model.huggingface.path", what="Hugging Face model", kind="folder")
 
     def format(self, name: str) -> Format:
         if name == SOURCE_FORMAT:

@@ -33,15 +33,44 @@ class Strict(BaseModel):
 
 
 class InputSpec(Strict):
-    """One model input: its shape (first dimension is the batch) and dtype."""
+    """One model input: its name, shape (first dimension is the batch, its size that of the export
+    example) and dtype; and the axes whose size may change at run time ({0: batch, 1: sequence}).
+    ONNX and OpenVINO keep those axes dynamic; TFLite fixes the declared shape."""
 
-    name: str = "input"
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]*$", max_length=128)] = "input"
     shape: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)
     dtype: Literal["float32", "float16", "int64", "int32"] = "float32"
+    dynamic_axes: dict[Annotated[int, Field(ge=0)], Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")]] = Field(
+        default_factory=lambda: {0: "batch"})
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.shape[1:])
+
+    @model_validator(mode="after")
+    def _axes_exist(self) -> InputSpec:
+        for axis in self.dynamic_axes:
+            if axis >= len(self.shape):
+                raise ValueError(f"dynamic axis {axis} is not an axis of shape {self.shape}")
+        if self.dynamic_axes and 0 not in self.dynamic_axes:
+            raise ValueError("the batch axis (0) is dynamic wherever another axis is")
+        return self
+
+
+class HuggingFaceConfig(Strict):
+    """A Hugging Face transformers model from a local folder (config.json, weights, tokenizer files),
+    never the hub. Without weights in the folder the model is built from its config with random
+    weights (seeded by the recipe)."""
+
+    path: str
+    task: Literal["sequence_classification", "causal_lm", "feature_extraction"]
+    num_labels: int | None = Field(None, gt=1)  # sequence_classification: the classifier's classes
+
+    @model_validator(mode="after")
+    def _labels_fit_task(self) -> HuggingFaceConfig:
+        if self.num_labels is not None and self.task != "sequence_classification":
+            raise ValueError("num_labels goes with task sequence_classification")
+        return self
 
 
 class TrainConfig(Strict):
@@ -54,23 +83,66 @@ class TrainConfig(Strict):
 
 
 class ModelConfig(Strict):
-    """Where the model comes from: a factory `module:attr` (+ weights), or a whole-model file."""
+    """Where the model comes from: a factory `module:attr` (+ weights), a Hugging Face folder, or a
+    whole-model file; what it takes (`input`, or `inputs` for several) and which of its outputs the
+    task reads (`output`: a name of a dict / ModelOutput result, or an index of a tuple)."""
 
     factory: Annotated[str, Field(pattern=FACTORY_PATTERN)] | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
     weights: str | None = None
+    huggingface: HuggingFaceConfig | None = None
     file: str | None = None
     trust: bool = False
-    input: InputSpec
+    input: InputSpec | None = None
+    inputs: list[InputSpec] | None = Field(None, min_length=1, max_length=64)
+    output: Annotated[str, Field(min_length=1, max_length=128)] | Annotated[int, Field(ge=0)] | None = None
     train: TrainConfig | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
-        if (self.factory is None) == (self.file is None):
-            raise ValueError("give exactly one of 'factory' (module:attr) or 'file'")
-        if self.file is not None and (self.weights is not None or self.kwargs):
-            raise ValueError("'weights' and 'kwargs' go with 'factory', not with 'file'")
+        if sum(source is not None for source in (self.factory, self.file, self.huggingface)) != 1:
+            raise ValueError("give exactly one of 'factory' (module:attr), 'huggingface' (a local folder) or 'file'")
+        if self.factory is None and (self.weights is not None or self.kwargs):
+            other = "file" if self.file is not None else "huggingface"
+            raise ValueError(f"'weights' and 'kwargs' go with 'factory', not with '{other}'")
+        if (self.input is None) == (self.inputs is None):
+            raise ValueError("give exactly one of 'input' (one input) or 'inputs' (a list, one per model input)")
+        names = [spec.name for spec in self.input_specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"input names must differ; {names} repeats one")
         return self
+
+    @property
+    def input_specs(self) -> list[InputSpec]:
+        """Every input, in the order the model takes them."""
+        return [self.input] if self.input is not None else list(self.inputs or [])
+
+    @property
+    def wrapped(self) -> bool:
+        """The model is called through compress's adapter: several named inputs or a chosen output."""
+        return self.huggingface is not None or self.inputs is not None or self.output is not None
+
+
+class ImagesConfig(Strict):
+    """`image_folder`: how each image becomes the model's input (the crop is the input's height and
+    width; channels from its shape: 3 for RGB, 1 for grey)."""
+
+    resize: int | None = Field(None, gt=0)  # the shorter side first (default: the crop / 0.875)
+    mean: list[float] = Field(default_factory=lambda: [0.485, 0.456, 0.406], min_length=1, max_length=4)
+    std: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [0.229, 0.224, 0.225], min_length=1,
+                                                     max_length=4)
+    max_images: int = Field(1_000_000, gt=0)
+
+
+class TextColumnsConfig(Strict):
+    """`csv` / `jsonl`: which fields hold the text and the label, and the tokenizer that makes the
+    model's inputs (padded and truncated to the inputs' sequence length)."""
+
+    text: str = "text"
+    text_pair: str | None = None
+    label: str | None = "label"  # class names or integer indices; null for an embedding model
+    tokenizer: str | None = None  # a folder with tokenizer files (default: model.huggingface.path)
+    max_rows: int = Field(10_000_000, gt=0)
 
 
 class DataConfig(Strict):
@@ -79,6 +151,8 @@ class DataConfig(Strict):
     source: str = "digits"
     path: str | None = None
     callable: Annotated[str, Field(pattern=FACTORY_PATTERN)] | None = None
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
+    columns: TextColumnsConfig = Field(default_factory=TextColumnsConfig)
     batch_size: int = Field(64, gt=0)
     seed: int = 0
     calibration_fraction: float = Field(0.1, gt=0, lt=1)
@@ -88,6 +162,10 @@ class DataConfig(Strict):
     def _source_fields(self) -> DataConfig:
         if self.source == "npz" and not self.path:
             raise ValueError("source 'npz' needs 'path' (an .npz file)")
+        if self.source == "image_folder" and not self.path:
+            raise ValueError("source 'image_folder' needs 'path' (a folder with one subfolder per class)")
+        if self.source in ("csv", "jsonl") and not self.path:
+            raise ValueError(f"source {self.source!r} needs 'path' (a .{self.source} file)")
         if self.source == "callable" and not self.callable:
             raise ValueError("source 'callable' needs 'callable' (module:attr)")
         if self.calibration_fraction + self.test_fraction >= 1:
@@ -389,11 +467,28 @@ class _Probe:
         self.mode_reason: str | None = None
 
     def model(self) -> Any:
-        if self._model is None and self.recipe.model.factory is not None:
-            from compress.modelio import build_from_factory
+        """The model as the run calls it (adapted to named inputs or a chosen output), or None for a
+        model file (loading it runs code: not at validation)."""
+        config = self.recipe.model
+        if self._model is None and (config.factory is not None or config.huggingface is not None):
+            from compress.modelio import adapt, build_from_factory
 
-            self._model = build_from_factory(self.recipe.model.factory, self.recipe.model.kwargs, self.path.parent,
-                                             file=str(self.path), field="model.factory")
+            file = str(self.path)
+            if config.huggingface is not None:
+                from compress import hf
+                from compress.inputs import input_path
+
+                folder = self.path.parent
+                allowed = [Path(p).expanduser() if Path(p).expanduser().is_absolute() else folder / p
+                           for p in self.recipe.paths.allow_outside]
+                location = input_path(config.huggingface.path, folder=folder, allowed=allowed, file=file,
+                                      field="model.huggingface.path", what="Hugging Face model", kind="folder")
+                raw, _ = hf.build(config.huggingface, location, seed=self.recipe.seed, file=file)
+            else:
+                assert config.factory is not None
+                raw = build_from_factory(config.factory, config.kwargs, self.path.parent, file=file,
+                                         field="model.factory")
+            self._model = adapt(raw, config, file=file, field="model")
         return self._model
 
     def int8_mode(self) -> tuple[str, str]:
@@ -410,11 +505,13 @@ class _Probe:
 
         from compress.int8_mode import choose_mode
 
-        spec = self.recipe.model.input
-        dtype = getattr(torch, spec.dtype)
-        example = torch.zeros(spec.shape, dtype=dtype) if not dtype.is_floating_point else torch.rand(spec.shape)
+        examples = []
+        for spec in self.recipe.model.input_specs:
+            dtype = getattr(torch, spec.dtype)
+            example = torch.zeros(spec.shape, dtype=dtype) if not dtype.is_floating_point else torch.rand(spec.shape)
+            examples.append(example.to(dtype))
         try:
-            return choose_mode(model, example.to(dtype))
+            return choose_mode(model, tuple(examples))
         except Exception as exc:  # the run itself will say what is wrong with the model
             return "static", f"the model did not run on a probe input ({type(exc).__name__}): static int8"
 
@@ -464,7 +561,7 @@ def _recurrent_layers(recipe: Recipe, formats: list[Any], path: Path, where: Any
     measured): it fails (refused here) or leaves them in float (a warning)."""
     config = recipe.quantize
     assert config is not None
-    if recipe.model.factory is None or not any(f.plugin.layer_int8.get(config.mode) for f in formats):
+    if recipe.model.file is not None or not any(f.plugin.layer_int8.get(config.mode) for f in formats):
         return []
     model = probe.model()
     layers: dict[str, list[str]] = {}

@@ -50,15 +50,17 @@ class RunContext:
         return self.plan.file
 
     def example(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
-        """Zeros of the model's input spec: one tensor per input."""
-        import torch
-
-        spec = self.plan.recipe.model.input
-        return (torch.zeros((batch, *spec.sample_shape), dtype=getattr(torch, spec.dtype)),)
+        """Samples of the calibration split, one tensor per input: real token ids and attention masks
+        trace and check an export better than zeros."""
+        return self.data.calibration.head(batch).tensors()
 
     @property
     def input_names(self) -> list[str]:
-        return [self.plan.recipe.model.input.name]
+        return [spec.name for spec in self.plan.recipe.model.input_specs]
+
+    @property
+    def dynamic_axes(self) -> list[dict[int, str]]:
+        return [dict(spec.dynamic_axes) for spec in self.plan.recipe.model.input_specs]
 
 
 @dataclass
@@ -123,7 +125,7 @@ def _torch_counts(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> 
     try:
         import torch_pruning as tp
 
-        macs, _ = tp.utils.count_ops_and_params(model, example if len(example) > 1 else example[0])
+        macs, _ = tp.utils.count_ops_and_params(model, example)
         return {"params": int(params), "macs": int(macs)}
     except Exception:  # MACs are informative; a model torch-pruning cannot trace still runs
         return {"params": int(params)}
@@ -131,11 +133,11 @@ def _torch_counts(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> 
 
 def _store_torch(step: Step, model: torch.nn.Module, folder: Path, ctx: RunContext, parent: Artifact | None,
                  info: dict[str, Any]) -> Artifact:
-    from compress.modelio import save_torch_artifact
+    from compress.modelio import model_factory, save_torch_artifact
 
-    config = ctx.plan.recipe.model
+    factory, kwargs = model_factory(ctx.plan.recipe.model, ctx.plan)
     target = folder / "model"
-    save_torch_artifact(model, target, factory=config.factory, kwargs=config.kwargs, source_folder=ctx.plan.folder,
+    save_torch_artifact(model, target, factory=factory, kwargs=kwargs, source_folder=ctx.plan.folder,
                         example=ctx.example())
     return Artifact(id=step.key(ctx), name=step.name, format=SOURCE_FORMAT, precision="fp32", path=target,
                     sha256=sha256_of(target), lineage=(*(parent.lineage if parent else ()), step.label),
@@ -173,6 +175,13 @@ class OriginalStep(Step):
             weights = sha256_of(ctx.plan.resolve_path(model.weights, "model.weights", "weights file"))
         trains = model.weights is None and model.train is not None and model.file is None
         model_file = sha256_of(ctx.plan.resolve_path(model.file, "model.file", "model file")) if model.file else None
+        if model.huggingface is not None:  # its config and weights, so a changed folder is noticed
+            from compress.hf import WEIGHT_FILES
+            from compress.modelio import _hf_folder
+
+            folder = _hf_folder(model, ctx.plan, "model")
+            weights = {name: sha256_of(folder / name) for name in ("config.json", *WEIGHT_FILES)
+                       if (folder / name).is_file()}
         return {"model": model.model_dump(mode="json"), "weights": weights, "file": model_file,
                 "factory_source": _factory_source_hash(model.factory, ctx.plan.folder),
                 "data": ctx.data.fingerprint() if trains else None, "seed": ctx.plan.recipe.seed}
@@ -221,14 +230,15 @@ def _check_forward(model: torch.nn.Module, ctx: RunContext) -> None:
 
     from compress.runtimes.backends.torch import outputs_of
 
-    sample = torch.from_numpy(ctx.data.test.x[:2])
+    sample = ctx.data.test.head(2).tensors()
     try:
         with torch.no_grad():
-            outputs = outputs_of(model(sample))
+            outputs = outputs_of(model(*sample))
     except Exception as exc:
-        raise InputError(f"the model fails on a batch of shape {tuple(sample.shape)}: "
+        shapes = ", ".join(str(tuple(t.shape)) for t in sample)
+        raise InputError(f"the model fails on a batch of shape {shapes}: "
                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                         file=ctx.file, field="model.input") from None
+                         file=ctx.file, field="model.input" if len(sample) == 1 else "model.inputs") from None
     if ctx.plan.recipe.task.kind == "embedding" or not outputs:
         return
     classes = int(outputs[0].shape[-1])
@@ -316,7 +326,8 @@ class ExportStep(Step):
     def build(self, parent: Built | None, folder: Path, ctx: RunContext) -> tuple[Artifact, Any]:
         assert self.format is not None and parent is not None
         request = ExportRequest(model=parent.torch_model.eval(), example=ctx.example(2), input_names=ctx.input_names,
-                                folder=folder, options=self.format.options, run=ctx.run)
+                                folder=folder, options=self.format.options, run=ctx.run,
+                                dynamic_axes=ctx.dynamic_axes)
         exported = self.format.plugin.export(request)
         return _artifact(self, ctx, parent.artifact, exported, "fp32", self.label, exported.info), parent.torch_model
 
@@ -350,7 +361,7 @@ class QuantizeStep(Step):
         plugin = self.format.plugin
         request = QuantizeRequest(
             source=parent.artifact, torch_model=parent.torch_model, folder=folder, config=config,
-            calibration=ctx.data.calibration.x[: config.calibration.samples], input_names=ctx.input_names,
+            calibration=ctx.data.calibration.head(config.calibration.samples).inputs, input_names=ctx.input_names,
             validation=_validation(self.format.name, parent.artifact, ctx), run=ctx.run)
         exported = plugin.quantize(request)
         readback = plugin.inspect(exported.path)
@@ -393,15 +404,15 @@ def _validation(format_name: str, source: Artifact, ctx: RunContext) -> Any:
     if not metric.needs_labels:
         if ctx.calibration_reference is None:  # once for every format
             assert ctx.original is not None
-            ctx.calibration_reference = reference_outputs(ctx.original, ctx.data.calibration.x)
+            ctx.calibration_reference = reference_outputs(ctx.original, ctx.data.calibration.inputs)
         reference = ctx.calibration_reference
     def progress(line: str) -> None:
         ctx.console.log(f"accuracy-aware {format_name}: {line}")
         ctx.log.info("accuracy-aware %s: %s", format_name, line)
 
-    return Validation(x=ctx.data.calibration.x, y=ctx.data.calibration.y, metric=metric,
+    return Validation(x=ctx.data.calibration.inputs, y=ctx.data.calibration.y, metric=metric,
                       budget=Budget.parse(config.max_accuracy_drop, metric.lower_is_better),
-                      input_name=ctx.input_names[0], runtime=ctx.plan.format(format_name).runtimes[0], run=ctx.run,
+                      runtime=ctx.plan.format(format_name).runtimes[0], run=ctx.run,
                       reference=reference, input_transpose=source.attributes.get("input_transpose"),
                       max_trials=config.search.max_trials, max_seconds=config.search.max_seconds, progress=progress)
 

@@ -16,14 +16,15 @@ if TYPE_CHECKING:
     import torch
 
 TaskKind = str
-LossFn = Callable[["torch.Tensor", "torch.Tensor | None", "torch.Tensor"], "torch.Tensor"]
+LossFn = Callable[["torch.Tensor", "torch.Tensor | None", "tuple[torch.Tensor, ...]"], "torch.Tensor"]
 
 
 def training_loss(kind: TaskKind) -> LossFn:
     """The supervised loss for training a model of this kind from scratch."""
     import torch.nn.functional as F
 
-    def cross_entropy(logits: torch.Tensor, labels: torch.Tensor | None, _inputs: torch.Tensor) -> torch.Tensor:
+    def cross_entropy(logits: torch.Tensor, labels: torch.Tensor | None,
+                      _inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if labels is None:
             raise ValueError(f"training a {kind} model needs labels")
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
@@ -38,9 +39,9 @@ def distillation_loss(kind: TaskKind, teacher: torch.nn.Module, temperature: flo
     import torch
     import torch.nn.functional as F
 
-    def loss(outputs: torch.Tensor, labels: torch.Tensor | None, inputs: torch.Tensor) -> torch.Tensor:
+    def loss(outputs: torch.Tensor, labels: torch.Tensor | None, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         with torch.no_grad():
-            target = teacher(inputs)
+            target = teacher(*inputs)
         if kind == "embedding":
             return (1 - F.cosine_similarity(outputs, target, dim=-1)).mean() + F.mse_loss(outputs, target)
         flat, flat_target = outputs.reshape(-1, outputs.shape[-1]), target.reshape(-1, target.shape[-1])

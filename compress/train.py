@@ -29,6 +29,7 @@ def fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, batch_s
         loss_fn: LossFn, console: Console, description: str, weight_decay: float = 0.0) -> list[float]:
     """Train with Adam and a cosine schedule; `loss_fn(logits, labels, inputs)`. Returns the mean
     loss of each epoch."""
+    import numpy as np
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -45,15 +46,15 @@ def fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, batch_s
         task = progress.add_task(description, total=epochs * steps_per_epoch, loss=float("nan"))
         for epoch in range(epochs):
             total, count = 0.0, 0
-            for x, y in batches(split, batch_size, shuffle=True, seed=seed + epoch):
-                inputs, labels = torch.from_numpy(x), None if y is None else torch.from_numpy(y)
+            for batch in batches(split, batch_size, shuffle=True, seed=seed + epoch):
+                inputs, labels = batch.tensors(), None if batch.y is None else torch.from_numpy(np.array(batch.y))
                 optimizer.zero_grad()
-                loss = loss_fn(model(inputs), labels, inputs)
+                loss = loss_fn(model(*inputs), labels, inputs)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                total += float(loss.detach()) * len(x)
-                count += len(x)
+                total += float(loss.detach()) * len(batch)
+                count += len(batch)
                 progress.update(task, advance=1, loss=total / count)
             history.append(total / count)
     model.eval()

@@ -64,12 +64,18 @@ def parity(outputs: np.ndarray, reference: np.ndarray, reference_name: str,
                   thresholds=thresholds.model_dump(), passed=not failures, failures=failures)
 
 
-def reference_outputs(model: torch.nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def reference_outputs(model: torch.nn.Module, x: np.ndarray | dict[str, np.ndarray],
+                      batch_size: int = 256) -> np.ndarray:
+    """The torch model's outputs on samples of one input (an array) or several (arrays by name, in
+    the model's order), batch by batch."""
     import torch
 
+    from compress.data import Split
+
+    split = Split(x)
     with torch.inference_mode():
-        return np.concatenate([model(torch.from_numpy(x[i:i + batch_size])).numpy()
-                               for i in range(0, len(x), batch_size)])
+        return np.concatenate([model(*split.take(slice(i, i + batch_size)).tensors()).numpy()
+                               for i in range(0, len(split), batch_size)])
 
 
 class Verifier:
@@ -80,7 +86,7 @@ class Verifier:
         self.data = data
         self.folder = folder
         self.console = console
-        self.reference = reference_outputs(original, data.test.x)
+        self.reference = reference_outputs(original, data.test.inputs)
         self.torch_models = torch_models or {}
         self._parent_outputs: dict[str, np.ndarray] = {}
         self.metric_name = plan.recipe.task.metric
@@ -97,7 +103,7 @@ class Verifier:
 
     def _reference_of(self, source: Artifact) -> np.ndarray:
         if source.id not in self._parent_outputs:
-            self._parent_outputs[source.id] = reference_outputs(self.torch_models[source.id], self.data.test.x)
+            self._parent_outputs[source.id] = reference_outputs(self.torch_models[source.id], self.data.test.inputs)
         return self._parent_outputs[source.id]
 
     def _parity(self, artifact: Artifact, outputs: np.ndarray) -> Parity | None:
@@ -112,7 +118,7 @@ class Verifier:
         self._by_id = {a.id: a for a in artifacts}
         self.folder.mkdir(parents=True, exist_ok=True)
         inputs = self.folder / "inputs.npz"
-        np.savez(inputs, **{self.plan.recipe.model.input.name: self.data.test.x})
+        np.savez(inputs, **self.data.test.inputs)  # every input by name, in the model's order
         jobs = [(artifact, runtime, target) for artifact in artifacts
                 for runtime in self.plan.runtimes_for(artifact.format) for target in self.targets]
         # Each device is checked once (host key, login, GPU) before anything is measured.

@@ -264,7 +264,7 @@ def test_check_against_input_dtype_labels_and_empty_splits() -> None:
 def test_batches_cover_every_sample_once(shuffle: bool) -> None:
     x = np.arange(103)
     split = Split(x, x * 10)
-    seen = list(batches(split, 10, shuffle=shuffle, seed=5))
+    seen = [(batch.x, batch.y) for batch in batches(split, 10, shuffle=shuffle, seed=5)]
     assert [len(bx) for bx, _ in seen] == [10] * 10 + [3]
     xs = np.concatenate([bx for bx, _ in seen])
     ys = np.concatenate([by for _, by in seen])
@@ -277,9 +277,9 @@ def test_shuffled_batches_depend_on_the_seed_only() -> None:
     split = Split(np.arange(50), None)
 
     def order(seed: int) -> np.ndarray:
-        return np.concatenate([bx for bx, _ in batches(split, 8, shuffle=True, seed=seed)])
+        return np.concatenate([batch.x for batch in batches(split, 8, shuffle=True, seed=seed)])
 
     assert np.array_equal(order(1), order(1))
     assert not np.array_equal(order(1), order(2))
-    assert all(by is None for _, by in batches(split, 8))
+    assert all(batch.y is None for batch in batches(split, 8))
     assert list(batches(Split(np.arange(0), None), 8)) == []

@@ -538,13 +538,13 @@ def test_results_schema(cli):
 def test_model_with_both_factory_and_file(cli, write_recipe):
     path = write_recipe(variant(("  kwargs:\n    width: 8\n", "  file: model.pt\n")))
     fails(cli("validate", path),
-          f"error: {path}:{LINE['model']}: model: give exactly one of 'factory' (module:attr) or 'file'")
+          f"error: {path}:{LINE['model']}: model: give exactly one of 'factory' (module:attr), 'huggingface' (a local folder) or 'file'")
 
 
 def test_model_with_neither_factory_nor_file(cli, write_recipe):
     path = write_recipe(variant(("  factory: compress.zoo.digits:DigitsCNN\n  kwargs:\n    width: 8\n", "")))
     fails(cli("validate", path),
-          f"error: {path}:{LINE['model']}: model: give exactly one of 'factory' (module:attr) or 'file'")
+          f"error: {path}:{LINE['model']}: model: give exactly one of 'factory' (module:attr), 'huggingface' (a local folder) or 'file'")
 
 
 def test_model_file_with_kwargs(cli, write_recipe):
@@ -570,8 +570,8 @@ def test_model_is_required(cli, write_recipe):
 
 def test_model_input_is_required(cli, write_recipe):
     path = write_recipe(variant(("  input:\n    shape: [1, 1, 8, 8]\n", "")))
-    line = fails(cli("validate", path))
-    assert line.startswith(f"error: {path}:{LINE['model']}: model.input: required key is missing")
+    fails(cli("validate", path), f"error: {path}:{LINE['model']}: model: give exactly one of 'input' (one input) or "
+          "'inputs' (a list, one per model input)")
 
 
 # 10. prune targets ----------------------------------------------------------------------------

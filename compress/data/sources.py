@@ -34,16 +34,29 @@ def digits_sequence(config: DataConfig, ctx: DataContext) -> Splits:
                      for name in ("train", "calibration", "test")}, source="digits_sequence")
 
 
-def _from_arrays(arrays: dict[str, np.ndarray], config: DataConfig, origin: str, file: str) -> Splits:
-    """Either `x` (+ `y`) to split with the seed, or ready splits `train_x`, `train_y`, ..."""
+def _from_arrays(arrays: dict[str, np.ndarray], config: DataConfig, origin: str, file: str,
+                 inputs: list[str] | None = None) -> Splits:
+    """Either `x` (+ `y`) to split with the seed, or ready splits `train_x`, `train_y`, ...; for a
+    model with several inputs, one array per input named after it (`input_ids`, `attention_mask`,
+    + `y`), or ready splits `train_input_ids`, ..."""
+    names = [n for n in inputs or [] if n not in ("x", "y")]
     if "x" in arrays:
         return seeded_splits(arrays["x"], arrays.get("y"), calibration_fraction=config.calibration_fraction,
                              test_fraction=config.test_fraction, seed=config.seed, source=origin, file=file)
+    if names and all(n in arrays for n in names):
+        return seeded_splits({n: arrays[n] for n in names}, arrays.get("y"),
+                             calibration_fraction=config.calibration_fraction, test_fraction=config.test_fraction,
+                             seed=config.seed, source=origin, file=file)
     if all(f"{name}_x" in arrays for name in _SPLIT_NAMES):
         splits = {name: Split(arrays[f"{name}_x"], arrays.get(f"{name}_y")) for name in _SPLIT_NAMES}
         return Splits(**splits, source=origin)
+    if names and all(f"{split}_{n}" in arrays for split in _SPLIT_NAMES for n in names):
+        splits = {split: Split({n: arrays[f"{split}_{n}"] for n in names}, arrays.get(f"{split}_y"))
+                  for split in _SPLIT_NAMES}
+        return Splits(**splits, source=origin)
+    per_input = f", or one array per input ({', '.join(repr(n) for n in names)}) and 'y'" if len(names) > 1 else ""
     raise InputError(f"{origin} has arrays {sorted(arrays)}; expected 'x' (and 'y'), or "
-                     "'train_x', 'calibration_x', 'test_x' (and their '_y')", file=file, field="data")
+                     f"'train_x', 'calibration_x', 'test_x' (and their '_y'){per_input}", file=file, field="data")
 
 
 # What an .npz may hold once decompressed: it is read into memory whole.
@@ -69,7 +82,7 @@ def npz(config: DataConfig, ctx: DataContext) -> Splits:
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot read {path.name} as .npz: {reason}", file=ctx.file, field="data.path") from None
-    return _from_arrays(arrays, config, path.name, ctx.file)
+    return _from_arrays(arrays, config, path.name, ctx.file, [name for name, _, _ in ctx.inputs])
 
 
 def from_callable(config: DataConfig, ctx: DataContext) -> Splits:
@@ -87,4 +100,4 @@ def from_callable(config: DataConfig, ctx: DataContext) -> Splits:
         raise InputError(f"{config.callable} returned {type(arrays).__name__}, expected a dict of arrays",
                          file=ctx.file, field="data.callable")
     return _from_arrays({k: np.asarray(v) for k, v in arrays.items()}, config, config.callable,
-                        ctx.file)
+                        ctx.file, [name for name, _, _ in ctx.inputs])

@@ -63,7 +63,8 @@ class DistillStage:
             return ctx.original
         from compress.modelio import build_model
 
-        return build_model(self.config.teacher, ctx.plan, prefix="distill.teacher")  # type: ignore[arg-type]
+        return build_model(self.config.teacher, ctx.plan, prefix="distill.teacher",  # type: ignore[arg-type]
+                           calling=ctx.plan.recipe.model)
 
     def run(self, model: torch.nn.Module, ctx: StageContext) -> StageResult:
         from compress.tasks import distillation_loss

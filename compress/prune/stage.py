@@ -55,7 +55,7 @@ def _channels(model: torch.nn.Module) -> dict[str, int]:
             for name, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
 
 
-def _output_layers(model: torch.nn.Module, example: torch.Tensor) -> list[torch.nn.Module]:
+def _output_layers(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> list[torch.nn.Module]:
     """Layers whose output is the model's output: pruning them would change what the model means."""
     import torch
 
@@ -64,7 +64,7 @@ def _output_layers(model: torch.nn.Module, example: torch.Tensor) -> list[torch.
              for m in model.modules() if not list(m.children())]
     try:
         with torch.no_grad():
-            out = model(example)
+            out = model(*example)
     finally:
         for hook in hooks:
             hook.remove()
@@ -75,14 +75,36 @@ def _output_layers(model: torch.nn.Module, example: torch.Tensor) -> list[torch.
 _PROJECTIONS = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj"))
 
 
+def _head_count(module: torch.nn.Module) -> int | None:
+    """Its head count: `num_heads`, or Hugging Face's `num_attention_heads`."""
+    for name in ("num_heads", "num_attention_heads"):
+        value = getattr(module, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _set_head_count(module: torch.nn.Module, heads: int) -> None:
+    """What the module's forward reads after pruning: its head count, and Hugging Face's
+    `all_head_size` (heads x head size), which sizes the reshape back from heads."""
+    if isinstance(getattr(module, "num_heads", None), int):
+        module.num_heads = heads
+    if isinstance(getattr(module, "num_attention_heads", None), int):
+        module.num_attention_heads = heads
+        head_size = getattr(module, "attention_head_size", None) or getattr(module, "head_dim", None)
+        if isinstance(head_size, int) and isinstance(getattr(module, "all_head_size", None), int):
+            module.all_head_size = heads * head_size
+
+
 def _attention_modules(model: torch.nn.Module) -> list[tuple[torch.nn.Module, tuple[torch.nn.Module, ...]]]:
-    """Attention modules: an int `num_heads` and query/key/value (or q_proj/k_proj/v_proj) Linears.
-    Their projections are pruned by whole heads only, so the per-head reshape stays valid."""
+    """Attention modules: an int `num_heads` (or Hugging Face's `num_attention_heads`) and
+    query/key/value (or q_proj/k_proj/v_proj) Linears. Their projections are pruned by whole heads
+    only, so the per-head reshape stays valid."""
     from torch import nn
 
     found = []
     for module in model.modules():
-        if not isinstance(getattr(module, "num_heads", None), int):
+        if _head_count(module) is None:
             continue
         for names in _PROJECTIONS:
             projections = tuple(getattr(module, n, None) for n in names)
@@ -90,6 +112,22 @@ def _attention_modules(model: torch.nn.Module) -> list[tuple[torch.nn.Module, tu
                 found.append((module, projections))
                 break
     return found
+
+
+def _heads_relative_to_the_start(pruner: Any, initial: dict[Any, int]) -> None:
+    """torch-pruning's local head pruning removes ceil(cumulative ratio x heads left) at each
+    iterative step, so the ratio compounds (4 heads, head_ratio 0.5, 4 steps: 1 head left, not 2).
+    Each step is given the share of the heads left that reaches round(initial x (1 - cumulative))."""
+    import math
+
+    def target(module: Any) -> float:
+        step = min(pruner.current_step, len(pruner.per_step_head_pruning_ratio) - 1)
+        cumulative = pruner.per_step_head_pruning_ratio[step]
+        left = pruner.num_heads.get(module, 0)
+        keep = max(1, round(initial.get(module, left) * (1 - cumulative)))
+        return 0.0 if left <= keep else math.nextafter((left - keep) / left, 0.0)  # ceil(share x left) = left - keep
+
+    pruner.get_target_head_pruning_ratio = target
 
 
 class PruneStage:
@@ -101,7 +139,7 @@ class PruneStage:
     def __init__(self, config: PruneConfig) -> None:
         self.config = config
 
-    def _ignored(self, model: torch.nn.Module, example: torch.Tensor, file: str) -> list[torch.nn.Module]:
+    def _ignored(self, model: torch.nn.Module, example: tuple[torch.Tensor, ...], file: str) -> list[torch.nn.Module]:
         named = dict(model.named_modules())
         ignored = _output_layers(model, example)
         for index, pattern in enumerate(self.config.ignore):
@@ -127,13 +165,17 @@ class PruneStage:
         else:
             importance = tp.importance.GroupMagnitudeImportance(p=1 if config.importance == "l1" else 2)
         attention = _attention_modules(model)
-        num_heads = {proj: module.num_heads for module, projections in attention for proj in projections}
+        num_heads = {proj: _head_count(module) for module, projections in attention for proj in projections}
+        head_sizes = {id(module): projections[0].out_features // (_head_count(module) or 1)
+                      for module, projections in attention}
         pruner = tp.pruner.BasePruner(
             model, example, importance=importance, pruning_ratio=ratio,
             iterative_steps=config.iterative_steps, ignored_layers=self._ignored(model, example, file),
             global_pruning=config.global_pruning, round_to=config.round_to,
             num_heads=num_heads, prune_num_heads=config.head_ratio is not None, prune_head_dims=False,
             head_pruning_ratio=config.head_ratio or 0.0)
+        if config.head_ratio is not None:
+            _heads_relative_to_the_start(pruner, num_heads)
         macs_per_step = []
         batch = ctx.data.train.head(256)
         for _ in range(config.iterative_steps):
@@ -142,11 +184,14 @@ class PruneStage:
                     raise InputError("taylor importance needs labelled training data", file=file,
                                      field="prune.importance")
                 model.zero_grad()
-                inputs = torch.from_numpy(batch.x)
-                loss_fn(model(inputs), torch.from_numpy(batch.y), inputs).backward()
+                inputs = batch.tensors()
+                loss_fn(model(*inputs), torch.from_numpy(batch.y), inputs).backward()
             pruner.step()
             for module, projections in attention:  # the forward pass reads the head count
-                module.num_heads = pruner.num_heads[projections[0]]
+                # from the query's width: whole heads are removed and head dims kept, and
+                # torch-pruning's own count compounds over iterative steps (4 heads -> 0 in 4 steps
+                # of head_ratio 0.5 while 1 head's channels remain)
+                _set_head_count(module, projections[0].out_features // head_sizes[id(module)])
             macs_per_step.append(int(tp.utils.count_ops_and_params(model, example)[0]))
         model.zero_grad(set_to_none=True)
         return macs_per_step
@@ -188,7 +233,7 @@ class PruneStage:
         self._prune(model, ratio, ctx, file)
         model.eval()
         macs, params = (int(v) for v in tp.utils.count_ops_and_params(model, example))
-        heads = [module.num_heads for module, _ in _attention_modules(model)]
+        heads = [_head_count(module) for module, _ in _attention_modules(model)]
         channels_after = _channels(model)
         info: dict[str, Any] = {
             "pruning_ratio": round(ratio, 4), "macs_before": base_macs, "macs_after": macs,

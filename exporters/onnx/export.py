@@ -26,13 +26,40 @@ def _strip_debug_info(model: Any) -> None:
 
 def export(request: ExportRequest) -> Exported:
     dest = request.folder / "model.onnx"
-    info = export_file(request.model, request.example, dest, request.input_names, request.run)
+    info = export_file(request.model, request.example, dest, request.input_names, request.run, request.axes())
     return Exported(path=dest, info=info)
 
 
+def dynamic_shapes(model: torch.nn.Module, example: Sequence[torch.Tensor],
+                   axes: list[dict[int, str]] | None) -> tuple[Any, ...]:
+    """torch.export dimensions for each input's dynamic axes; an axis named alike in several inputs
+    (input_ids and attention_mask's sequence) is one dimension. A non-batch axis may grow up to the
+    example's size: positions past it are what the model was never declared for."""
+    import torch
+
+    axes = axes if axes is not None else [{0: "batch"} for _ in example]
+    dims: dict[str, Any] = {}
+    shapes = []
+    for tensor, named in zip(example, axes, strict=True):
+        spec = {}
+        for axis, name in named.items():
+            if name not in dims:
+                dims[name] = torch.export.Dim(name, min=1, max=4096) if axis == 0 else \
+                    torch.export.Dim(name, min=1, max=max(int(tensor.shape[axis]), 2))
+            spec[axis] = dims[name]
+        shapes.append(spec)
+    import inspect
+
+    parameters = list(inspect.signature(model.forward).parameters.values())
+    if len(parameters) == 1 and parameters[0].kind is inspect.Parameter.VAR_POSITIONAL:
+        return (tuple(shapes),)  # forward(*inputs): torch.export sees one argument, a tuple
+    return tuple(shapes)
+
+
 def export_file(model: torch.nn.Module, example: Sequence[torch.Tensor], dest: Path, input_names: list[str],
-                run: RunOutputs) -> dict[str, Any]:
-    """Write `dest`; the batch axis of every input stays dynamic. Returns what the export measured."""
+                run: RunOutputs, axes: list[dict[int, str]] | None = None) -> dict[str, Any]:
+    """Write `dest`; each input's dynamic axes (the batch axis by default) stay dynamic. Returns
+    what the export measured."""
     import numpy as np
     import onnx
     import torch
@@ -40,11 +67,10 @@ def export_file(model: torch.nn.Module, example: Sequence[torch.Tensor], dest: P
     model = model.eval()
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     external = param_bytes > SINGLE_FILE_LIMIT
-    batch = torch.export.Dim("batch", min=1, max=4096)
     try:
         program = torch.onnx.export(
             model, tuple(example), dynamo=True, input_names=list(input_names), output_names=["output"],
-            dynamic_shapes=tuple({0: batch} for _ in example), optimize=True, verbose=False)
+            dynamic_shapes=dynamic_shapes(model, example, axes), optimize=True, verbose=False)
         program.save(str(dest), external_data=external)
     except Exception as exc:
         raise refused("onnx", exc, "ONNX export") from None

@@ -46,12 +46,18 @@ def _pre_process(source: Path, dest: Path) -> None:
     """Shape inference and graph folding first, as ONNX Runtime's docs advise. Its symbolic shape
     inference fails on some graphs (MiniLM's attention here: "object of type 'NoneType' has no
     len()"); ONNX's own shape inference is enough for quantization then."""
+    import contextlib
+
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    try:
-        quant_pre_process(str(source), str(dest), skip_symbolic_shape=False)
-    except Exception:
-        quant_pre_process(str(source), str(dest), skip_symbolic_shape=True)
+    source, dest = source.resolve(), dest.resolve()
+    # An incomplete symbolic inference dumps sym_shape_infer_temp.onnx (+ external data) into the
+    # working directory: run it where that dump is removed with the folder.
+    with tempfile.TemporaryDirectory(prefix="compress-shapes-") as scratch, contextlib.chdir(scratch):
+        try:
+            quant_pre_process(str(source), str(dest), skip_symbolic_shape=False)
+        except Exception:
+            quant_pre_process(str(source), str(dest), skip_symbolic_shape=True)
 
 
 def quantize(request: QuantizeRequest) -> Exported:
@@ -74,7 +80,7 @@ def quantize(request: QuantizeRequest) -> Exported:
         def quantize_leaving(excluded: list[str], path: Path) -> None:
             info.update(quantize_file(source, path, request, extra_excluded=excluded))
 
-        feeds = {request.input_names[0]: request.validation.x[:32]}
+        feeds = request.validation.feeds(32)
 
         def ranking(int8: Path) -> list[str]:
             return _rank_by_activation_error(prepared, int8, nodes, candidates, feeds, Path(scratch))
@@ -113,8 +119,8 @@ def _added_noise(prepared: Path, int8: Path, nodes: list[Any], candidates: list[
 
     class Feeds(CalibrationDataReader):
         def __init__(self) -> None:
-            name, values = next(iter(feeds.items()))
-            self._items = iter({name: values[i:i + 1]} for i in range(len(values)))
+            count = len(next(iter(feeds.values())))
+            self._items = iter({name: values[i:i + 1] for name, values in feeds.items()} for i in range(count))
 
         def get_next(self) -> dict[str, Any] | None:
             return next(self._items, None)
@@ -248,16 +254,17 @@ def _static(prepared: Path, dest: Path, request: QuantizeRequest, excluded: list
     )
 
     config = request.config
-    samples = request.calibration[: config.calibration.samples]
-    names = request.input_names
+    count = min(config.calibration.samples, len(next(iter(request.calibration.values()))))
+    samples = {name: array[:count] for name, array in zip(request.input_names, request.calibration.values(),
+                                                           strict=True)}
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # every input of each batch
         def __init__(self) -> None:
-            self._batches = iter(samples[i:i + 16] for i in range(0, len(samples), 16))
+            self._batches = iter({name: array[i:i + 16] for name, array in samples.items()}
+                                 for i in range(0, count, 16))
 
         def get_next(self) -> dict[str, Any] | None:
-            batch = next(self._batches, None)
-            return None if batch is None else {names[0]: batch}
+            return next(self._batches, None)
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[config.calibration.method]
@@ -271,7 +278,7 @@ def _static(prepared: Path, dest: Path, request: QuantizeRequest, excluded: list
         "quant_format": "QDQ", "per_channel": config.per_channel,
         "activation_type": "QUInt8" if activations == "uint8" else "QInt8", "weight_type": "QInt8",
         "calibrate_method": method.name, "nodes_to_exclude": excluded, "extra_options": extra,
-        "calibration_samples": len(samples)}
+        "calibration_samples": count}
     try:
         cache = None
         if method == CalibrationMethod.Entropy:
@@ -287,7 +294,7 @@ def _static(prepared: Path, dest: Path, request: QuantizeRequest, excluded: list
     return {"quantizer": "onnxruntime.quantize_static", "format": "QDQ", "mode": "static",
             "activations": f"{activations} {'symmetric' if symmetric else 'asymmetric'}", "weights": "int8",
             "per_channel": config.per_channel, "calibration_method": config.calibration.method,
-            "calibration_samples": len(samples),
+            "calibration_samples": count,
             "quantizer_call": {"function": "onnxruntime.quantization.quantize_static", "arguments": arguments}}
 
 

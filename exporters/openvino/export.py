@@ -21,20 +21,21 @@ def _convert(route: str, request: ExportRequest, scratch: Path) -> Any:
     import openvino as ov
     import torch
 
-    model, example = request.model, request.example
-    batch_free = [[-1, *t.shape[1:]] for t in example]
-    if route == "torch":
-        return ov.convert_model(model, example_input=example if len(example) > 1 else example[0], input=batch_free)
-    if route == "exported_program":
-        # The batch must be symbolic in the program itself: a program traced at batch 2 and only
-        # relabelled dynamic afterwards computes garbage at other batch sizes.
-        batch = torch.export.Dim("batch", min=1, max=4096)
-        program = torch.export.export(model, tuple(example), dynamic_shapes=tuple({0: batch} for _ in example))
-        return ov.convert_model(program, input=batch_free)
-    from compress.exporters.onnx.export import export_file
+    from compress.exporters.onnx.export import dynamic_shapes, export_file
 
+    model, example = request.model, request.example
+    axes = request.axes()
+    free = [[-1 if axis in named else size for axis, size in enumerate(t.shape)]
+            for t, named in zip(example, axes, strict=True)]
+    if route == "torch":
+        return ov.convert_model(model, example_input=example if len(example) > 1 else example[0], input=free)
+    if route == "exported_program":
+        # The dynamic axes must be symbolic in the program itself: a program traced at batch 2 and
+        # only relabelled dynamic afterwards computes garbage at other batch sizes.
+        program = torch.export.export(model, tuple(example), dynamic_shapes=dynamic_shapes(model, example, axes))
+        return ov.convert_model(program, input=free)
     onnx_path = scratch / "model.onnx"
-    export_file(model, example, onnx_path, request.input_names, request.run)
+    export_file(model, example, onnx_path, request.input_names, request.run, axes)
     return ov.convert_model(str(onnx_path))
 
 

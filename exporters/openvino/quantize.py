@@ -82,6 +82,15 @@ def _advanced(config: Any) -> tuple[Any, dict[str, Any]]:
                       "weights_quantization_params": {"per_channel": config.per_channel}}
 
 
+def _items(inputs: dict[str, Any], count: int) -> list[Any]:
+    """One sample per item, as the IR takes it: the array of a one-input model, else every input by name."""
+    total = min(count, len(next(iter(inputs.values()))))
+    if len(inputs) == 1:
+        array = next(iter(inputs.values()))
+        return [array[i:i + 1] for i in range(total)]
+    return [{name: array[i:i + 1] for name, array in inputs.items()} for i in range(total)]
+
+
 def quantize(request: QuantizeRequest) -> Exported:
     import nncf
     import openvino as ov
@@ -101,8 +110,8 @@ def quantize(request: QuantizeRequest) -> Exported:
         first = [n for n in first_layers(readback(request.source.path).ops, policy.in_float, policy.max_macs_share)
                  if n not in ignored]
         ignored = ignored + first
-    samples = request.calibration[: config.calibration.samples]
-    dataset = nncf.Dataset([samples[i:i + 1] for i in range(len(samples))])
+    samples = _items(request.calibration, config.calibration.samples)
+    dataset = nncf.Dataset(samples)
     common: dict[str, Any] = {
         "subset_size": len(samples), "preset": nncf.QuantizationPreset.PERFORMANCE,
         "model_type": nncf.ModelType.TRANSFORMER if options.model_type == "transformer" else None,
@@ -182,7 +191,7 @@ def _accuracy_control(model: Any, dataset: Any, validation: Validation, common: 
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     assert validation.y is not None
-    items = [(validation.x[i:i + 1], validation.y[i]) for i in range(len(validation.x))]
+    items = list(zip(_items(validation.x, len(validation)), validation.y, strict=True))
     deadline = time.monotonic() + validation.max_seconds
     seen: dict[str, float] = {}
 

@@ -130,7 +130,7 @@ def torch_layers(model: Any, sample: Any) -> list[WeightedOp]:
             if name in found:
                 return
             output = output[0] if isinstance(output, tuple) else output
-            batch = max(int(sample.shape[0]), 1)
+            batch = max(int(samples[0].shape[0]), 1)
             weight = module.weight if hasattr(module, "weight") else None
             if isinstance(module, torch.nn.modules.conv._ConvTransposeNd):
                 macs = inputs[0].numel() // batch * weight[0].numel()
@@ -147,9 +147,10 @@ def torch_layers(model: Any, sample: Any) -> list[WeightedOp]:
     kinds = (torch.nn.modules.conv._ConvNd, torch.nn.Linear, torch.nn.RNNBase)
     handles = [module.register_forward_hook(record(name)) for name, module in model.named_modules()
                if name and isinstance(module, kinds)]
+    samples = sample if isinstance(sample, tuple) else (sample,)
     try:
         with torch.no_grad():
-            model(sample)
+            model(*samples)
     finally:
         for handle in handles:
             handle.remove()
@@ -220,7 +221,7 @@ def quantize(request: QuantizeRequest) -> Exported:
         import torch
 
         policy = request.config.first_layers
-        sample = torch.from_numpy(request.calibration[:1])
+        sample = tuple(torch.from_numpy(array[:1]) for array in request.calibration.values())
         first = first_layers(torch_layers(torch_model, sample), policy.in_float, policy.max_macs_share)
     if request.validation is None:
         info = _convert(request, ignored, dest, first)
@@ -253,8 +254,9 @@ def _convert(request: QuantizeRequest, ignored: list[str], dest: Path, first: li
 
     config, torch_model = request.config, request.torch_model
     channels_last = bool(request.source.attributes.get("input_transpose"))
-    samples = torch.from_numpy(request.calibration[: config.calibration.samples])
-    module, example = prepare_for_tflite(torch_model, samples[:1], channels_last)
+    samples = tuple(torch.from_numpy(array[: config.calibration.samples]) for array in request.calibration.values())
+    count = len(samples[0])
+    module, example = prepare_for_tflite(torch_model, samples, channels_last)
     if config.mode == "dynamic" and not ignored:
         return _convert_dynamic(module, example, channels_last, dest)
     dynamic = config.mode == "dynamic"
@@ -267,24 +269,24 @@ def _convert(request: QuantizeRequest, ignored: list[str], dest: Path, first: li
     quantizer = _leave_in_float([prefix + name for name in ignored],
                                 [prefix + name for name in first]).set_global(chosen)
     try:
-        graph = torch.export.export(module, (example,)).module()
+        graph = torch.export.export(module, example).module()
         graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
         with torch.no_grad():
-            for index in range(1 if dynamic else len(samples)):  # dynamic ranges need no calibration
-                _, sample = prepare_for_tflite(torch_model, samples[index:index + 1], channels_last)
-                graph(sample)
+            for index in range(1 if dynamic else count):  # dynamic ranges need no calibration
+                _, sample = prepare_for_tflite(torch_model, tuple(s[index:index + 1] for s in samples), channels_last)
+                graph(*sample)
         graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
-        litert_torch.convert(graph, (example,),
+        litert_torch.convert(graph, example,
                              quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer)).export(str(dest))
     except Exception as exc:
         raise tool_failure("TFLite int8 conversion", exc) from None
     return {"quantizer": "litert_torch PT2E", "scheme": "symmetric int8 weights", "per_channel": config.per_channel,
-            "mode": config.mode, "calibration_samples": 0 if dynamic else len(samples),
+            "mode": config.mode, "calibration_samples": 0 if dynamic else count,
             "channels_last": channels_last, "nodes_excluded": ignored,
             "quantizer_call": {"function": "torchao prepare_pt2e / convert_pt2e with litert_torch PT2EQuantizer",
                                "arguments": {**described, "modules_left_in_float": ignored,
                                              "graph_in_float_through": first, "observe_after_relu6": not dynamic,
-                                             "calibration_samples": 0 if dynamic else len(samples)}}}
+                                             "calibration_samples": 0 if dynamic else count}}}
 
 
 def _convert_dynamic(module: Any, example: Any, channels_last: bool, dest: Path) -> dict[str, Any]:
@@ -296,7 +298,7 @@ def _convert_dynamic(module: Any, example: Any, channels_last: bool, dest: Path)
     from litert_torch.generative.quantize import quant_recipes
 
     try:
-        litert_torch.convert(module, (example,), quant_config=quant_recipes.full_dynamic_recipe()).export(str(dest))
+        litert_torch.convert(module, example, quant_config=quant_recipes.full_dynamic_recipe()).export(str(dest))
     except Exception as exc:
         raise tool_failure("TFLite dynamic int8 conversion", exc) from None
     return {"quantizer": "litert_torch full_dynamic_recipe (AI Edge Quantizer)", "mode": "dynamic",

@@ -1,0 +1,281 @@
+"""Models with several inputs and Hugging Face transformers models from a local folder: the recipe
+schema, the adapter that calls them, and whole runs through every format (tiny configurations
+with random weights, built from a config.json: no download)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from compress.recipe import load_recipe
+from compress.runtimes.backends.torch_adapter import Adapted, select_output
+
+transformers = pytest.importorskip("transformers")
+
+BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+LENGTH = 16
+
+
+def _bert_folder(root: Path) -> Path:
+    """A tiny BERT (2 layers, 4 heads of 16) as a config.json only: random weights, seeded by the recipe."""
+    folder = root / "tiny-bert"
+    transformers.BertConfig(vocab_size=200, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=128, max_position_embeddings=64).save_pretrained(folder)
+    return folder
+
+
+def _bert_data(path: Path, count: int = 480, classes: int = 3) -> None:
+    """Token sequences whose class sets which token range most of their tokens come from; padded
+    to different lengths, with the attention mask and token types a tokenizer gives."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, classes, count)
+    ids = np.zeros((count, LENGTH), dtype=np.int64)
+    mask = np.zeros((count, LENGTH), dtype=np.int64)
+    for row, label in enumerate(y):
+        length = int(rng.integers(6, LENGTH + 1))
+        tokens = rng.integers(10 + 60 * label, 70 + 60 * label, length)
+        noise = rng.random(length) < 0.2
+        tokens[noise] = rng.integers(10, 190, int(noise.sum()))
+        ids[row, :length], mask[row, :length] = tokens, 1
+        ids[row, 0] = 1  # [CLS]
+    types = np.zeros_like(ids)
+    np.savez(path, input_ids=ids, attention_mask=mask, token_type_ids=types, y=y.astype(np.int64))
+
+
+def _bert_recipe(folder: Path, **changes: Any) -> dict[str, Any]:
+    axes = {0: "batch", 1: "sequence"}
+    recipe: dict[str, Any] = {
+        "schema_version": 1, "name": "tiny-bert", "seed": 0,
+        "model": {
+            "huggingface": {"path": str(folder), "task": "sequence_classification", "num_labels": 3},
+            "inputs": [{"name": name, "shape": [1, LENGTH], "dtype": "int64", "dynamic_axes": axes}
+                       for name in BERT_INPUTS],
+            "train": {"epochs": 4, "lr": 0.002, "batch_size": 32},
+        },
+        "data": {"source": "npz", "path": "data.npz", "batch_size": 32},
+        "task": {"kind": "classification", "metric": "top1"},
+        "verify": {"runtimes": ["torch", "onnxruntime"],
+                   "latency": {"warmup": 1, "min_runs": 3, "min_seconds": 0.0, "threads": [1]}},
+    }
+    recipe.update(changes)
+    return recipe
+
+
+def _results(root: Path, name: str) -> dict[str, Any]:
+    return json.loads(next((root / "runs" / name).glob("2*/results.json")).read_text())
+
+
+# --- the adapter ------------------------------------------------------------------------------------
+
+def test_select_output_by_name_index_and_default():
+    a, b = torch.zeros(2, 3), torch.ones(2, 4)
+    assert select_output(a, None) is a
+    assert select_output({"logits": a, "hidden": b}, "hidden") is b
+    assert select_output({"loss": None, "logits": a, "hidden": b}, 1) is b  # None entries are not outputs
+    assert select_output((a, b), 1) is b
+    assert select_output((a, b), None) is a
+    output = transformers.modeling_outputs.SequenceClassifierOutput(logits=a)
+    assert select_output(output, "logits") is a
+
+
+@pytest.mark.parametrize(("value", "output", "message"), [
+    ({"logits": torch.zeros(1)}, "scores", "the model returns no output 'scores'; it returns logits"),
+    ((torch.zeros(1),), "logits", "the model returns a tuple, whose outputs have no names; give model.output as an "
+                                  "index"),
+    ((torch.zeros(1),), 3, "model.output 3: the model returns 1 tensor(s)"),
+    (torch.zeros(1), 2, "the model returns one tensor; model.output 2 names another"),
+    ("text", None, "the model returns str, not a tensor, a tuple or a dict of tensors"),
+])
+def test_select_output_says_what_is_wrong(value, output, message):
+    with pytest.raises(ValueError) as caught:
+        select_output(value, output)
+    assert str(caught.value) == message
+
+
+def test_adapter_calls_by_keyword_when_forward_names_every_input():
+    class Named(torch.nn.Module):
+        def forward(self, mask: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"sum": ids * 10 + mask}
+
+    adapted = Adapted(Named(), ["ids", "mask"], "sum")
+    assert adapted.by_keyword
+    got = adapted(torch.tensor([1]), torch.tensor([2]))  # ids=1, mask=2, whatever forward's order
+    assert got.tolist() == [12]
+
+    class Positional(torch.nn.Module):
+        def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return xs[0] - xs[1], xs[0]
+
+    positional = Adapted(Positional(), ["a", "b"], 0)
+    assert not positional.by_keyword
+    assert positional(torch.tensor([5]), torch.tensor([3])).tolist() == [2]
+
+
+# --- the recipe -------------------------------------------------------------------------------------
+
+def _validate_error(cli, write_recipe, recipe: dict[str, Any]) -> str:
+    result = cli("validate", write_recipe(recipe))
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_inputs_and_input_together_are_refused(cli, write_recipe, tmp_path):
+    recipe = _bert_recipe(_bert_folder(tmp_path))
+    recipe["model"]["input"] = {"shape": [1, LENGTH], "dtype": "int64"}
+    assert _validate_error(cli, write_recipe, recipe).endswith(
+        "model: give exactly one of 'input' (one input) or 'inputs' (a list, one per model input)")
+
+
+def test_input_names_must_differ(cli, write_recipe, tmp_path):
+    recipe = _bert_recipe(_bert_folder(tmp_path))
+    recipe["model"]["inputs"][1]["name"] = "input_ids"
+    assert "input names must differ" in _validate_error(cli, write_recipe, recipe)
+
+
+def test_a_dynamic_axis_must_be_an_axis_of_the_shape(cli, write_recipe, tmp_path):
+    recipe = _bert_recipe(_bert_folder(tmp_path))
+    recipe["model"]["inputs"][0]["dynamic_axes"] = {0: "batch", 2: "sequence"}
+    line = _validate_error(cli, write_recipe, recipe)
+    assert "model.inputs[0]: dynamic axis 2 is not an axis of shape [1, 16]" in line
+
+
+def test_a_folder_without_config_is_not_a_hugging_face_model(cli, write_recipe, tmp_path):
+    (tmp_path / "empty").mkdir()
+    _bert_data(tmp_path / "data.npz")
+    recipe = _bert_recipe(tmp_path / "empty", quantize={"mode": "dynamic"})
+    line = _validate_error(cli, write_recipe, recipe)
+    assert line.endswith(f"model.huggingface.path: {tmp_path / 'empty'} has no config.json: not a Hugging Face "
+                         "model folder"), line
+
+
+def test_a_hugging_face_folder_outside_the_recipe_folder_is_refused(cli, tmp_path):
+    outside = _bert_folder(tmp_path)
+    inside = tmp_path / "project"
+    inside.mkdir()
+    recipe = _bert_recipe(outside, quantize={"mode": "dynamic"})
+    path = inside / "recipe.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(recipe))
+    result = cli("validate", path)
+    assert result.exit_code == 2
+    assert "outside the recipe's folder" in result.stderr and "model.huggingface.path" in result.stderr
+
+
+def test_data_missing_a_model_input_is_named(cli, write_recipe, tmp_path):
+    folder = _bert_folder(tmp_path)
+    _bert_data(tmp_path / "full.npz")
+    with np.load(tmp_path / "full.npz") as archive:
+        np.savez(tmp_path / "data.npz", **{k: archive[k] for k in ("input_ids", "token_type_ids", "y")})
+    result = cli("run", write_recipe(_bert_recipe(folder)), "--out", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert "data.npz has arrays ['input_ids', 'token_type_ids', 'y']" in result.stderr
+    assert "one array per input ('input_ids', 'attention_mask', 'token_type_ids') and 'y'" in result.stderr
+
+
+def test_data_with_a_wrong_sequence_length_is_refused_unless_the_axis_is_dynamic(tmp_path, write_recipe):
+    from compress.data import load_data
+
+    folder = _bert_folder(tmp_path)
+    _bert_data(tmp_path / "data.npz")
+    recipe = _bert_recipe(folder)
+    for spec in recipe["model"]["inputs"]:
+        spec["shape"] = [1, 24]  # the data's sequences are 16 long
+    assert len(load_data(load_recipe(write_recipe(recipe))).train) > 0  # dynamic: any length
+    for spec in recipe["model"]["inputs"]:
+        spec["dynamic_axes"] = {0: "batch"}
+    from compress.errors import InputError
+
+    with pytest.raises(InputError) as caught:
+        load_data(load_recipe(write_recipe(recipe)))
+    assert "train samples of input 'input_ids' have shape (16,) but model.inputs[0].shape [1, 24]" in str(caught.value)
+
+
+# --- whole runs -------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_bert_with_three_inputs_prunes_heads_and_keeps_parity_in_every_format(cli, write_recipe, tmp_path):
+    from compress.modelio import load_torch_artifact
+    from compress.runtimes.agent import load_backend
+
+    folder = _bert_folder(tmp_path)
+    _bert_data(tmp_path / "data.npz")
+    recipe = _bert_recipe(
+        folder,
+        stages=[{"prune": {"pruning_ratio": 0.25, "head_ratio": 0.5}}, {"distill": {"epochs": 2, "lr": 0.002}}],
+        quantize={"mode": "dynamic"}, export=["onnx", "openvino", "tflite"],
+    )
+    recipe["verify"]["runtimes"] = ["torch", "onnxruntime", "openvino", "litert"]
+    result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output + result.stderr
+    results = _results(tmp_path, "tiny-bert")
+    prune = next(s for s in results["stages"] if s["name"] == "prune")
+    assert prune["info"]["attention_heads"] == [2, 2]  # half of the 4 heads of each layer
+    formats = {a["format"] for a in results["artifacts"]}
+    assert formats == {"torch", "onnx", "openvino", "tflite"}
+    assert results["refusals"] == []
+    measured = [m for m in results["measurements"] if m["artifact"] != "original" and m["runtime"] != "torch"]
+    assert len(measured) >= 9
+    for m in measured:  # every format and precision stays with the torch model it was made from
+        assert m["status"] == "ok", m
+        assert m["parity"]["passed"], m
+        assert m["parity"]["cosine"] >= 0.99, m
+    original = next(m for m in results["measurements"] if m["artifact"] == "original")
+    assert original["metric"]["top1"] > 0.8  # it learned the token ranges: the inputs reached the model
+
+    # The pruned model reloads from its artifact in its pruned shape, and the ONNX export keeps the
+    # batch and the sequence dynamic: a shorter sequence gives torch's outputs.
+    by_name = {a["name"]: a for a in results["artifacts"]}
+    pruned = load_torch_artifact(Path(by_name["distill"]["path"]))
+    assert [layer.attention.self.num_attention_heads for layer in pruned.model.bert.encoder.layer] == [2, 2]
+    with np.load(tmp_path / "data.npz") as archive:
+        feeds = {name: archive[name][:5, :9] for name in BERT_INPUTS}
+    with torch.no_grad():
+        want = pruned(*(torch.from_numpy(feeds[n]) for n in BERT_INPUTS)).numpy()
+    backend = load_backend("onnxruntime", by_name["distill.onnx"]["path"])
+    assert [spec[1] for spec in backend.input_specs()] == [["batch", "sequence"]] * 3 or \
+        [spec[1][1] for spec in backend.input_specs()] == [None] * 3
+    got = backend.run(feeds)[0]
+    assert got.shape == (5, 3)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_gpt2_from_a_config_goes_through_every_format(cli, write_recipe, tmp_path):
+    from compress.data.text import VOCAB_SIZE, default_corpus
+
+    folder = tmp_path / "tiny-gpt2"
+    transformers.GPT2Config(vocab_size=VOCAB_SIZE, n_positions=64, n_embd=32, n_layer=2, n_head=2).save_pretrained(
+        folder)
+    (tmp_path / "corpus.txt").write_text(default_corpus()[:20_000])
+    recipe = {
+        "schema_version": 1, "name": "tiny-gpt2", "seed": 0,
+        "model": {"huggingface": {"path": str(folder), "task": "causal_lm"},
+                  "input": {"name": "input_ids", "shape": [1, 32], "dtype": "int64"},
+                  "train": {"epochs": 2, "lr": 0.005, "batch_size": 32}},
+        "data": {"source": "text", "path": "corpus.txt", "batch_size": 32},
+        "task": {"kind": "language_model", "metric": "perplexity"},
+        "stages": [{"distill": {"epochs": 1, "lr": 0.002}}],
+        "quantize": {"mode": "dynamic"},
+        "export": ["onnx", "openvino", "tflite"],
+        "verify": {"runtimes": ["torch", "onnxruntime", "openvino", "litert"],
+                   "latency": {"warmup": 1, "min_runs": 3, "min_seconds": 0.0, "threads": [1]},
+                   "parity": {"int8": {"min_cosine": 0.98, "min_agreement": 0.8}}},
+    }
+    result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output + result.stderr
+    results = _results(tmp_path, "tiny-gpt2")
+    assert results["refusals"] == []
+    assert {a["format"] for a in results["artifacts"]} == {"torch", "onnx", "openvino", "tflite"}
+    original = next(m for m in results["measurements"] if m["artifact"] == "original")
+    assert original["metric"]["perplexity"] < VOCAB_SIZE / 3  # it learned: logits reached the metric
+    for m in results["measurements"]:
+        if m["runtime"] != "torch":
+            assert m["status"] == "ok" and m["parity"]["passed"], m
