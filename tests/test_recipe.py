@@ -538,13 +538,15 @@ def test_results_schema(cli):
 def test_model_with_both_factory_and_file(cli, write_recipe):
     path = write_recipe(variant(("  kwargs:\n    width: 8\n", "  file: model.pt\n")))
     fails(cli("validate", path),
-          f"error: {path}:{LINE['model']}: model: give exactly one of 'factory' (module:attr), 'huggingface' (a local folder) or 'file'")
+          f"error: {path}:{LINE['model']}: model: give exactly one of 'factory' (module:attr), 'huggingface' (a local "
+          "folder) or 'file'")
 
 
 def test_model_with_neither_factory_nor_file(cli, write_recipe):
     path = write_recipe(variant(("  factory: compress.zoo.digits:DigitsCNN\n  kwargs:\n    width: 8\n", "")))
     fails(cli("validate", path),
-          f"error: {path}:{LINE['model']}: model: give exactly one of 'factory' (module:attr), 'huggingface' (a local folder) or 'file'")
+          f"error: {path}:{LINE['model']}: model: give exactly one of 'factory' (module:attr), 'huggingface' (a local "
+          "folder) or 'file'")
 
 
 def test_model_file_with_kwargs(cli, write_recipe):
