@@ -27,6 +27,31 @@ DEFAULT_OUTPUT = {"sequence_classification": "logits", "causal_lm": "logits",
                   "feature_extraction": "last_hidden_state"}
 
 
+PACKAGE_PREFIX = "package:"
+
+
+def resolve_folder(value: str, *, folder: Path, allowed: list[Path], file: str, field: str) -> Path:
+    """The model's folder: `package:NAME/sub/folder` inside an installed package (trusted as a
+    factory's package is), else a path under the recipe's path policy (its folder or an allowed one)."""
+    from compress.inputs import input_path
+
+    if value.startswith(PACKAGE_PREFIX):
+        import importlib.util
+
+        name, _, rest = value[len(PACKAGE_PREFIX):].partition("/")
+        try:
+            spec = importlib.util.find_spec(name) if name.isidentifier() else None
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            raise InputError(f"{value!r}: no installed package {name!r}", file=file, field=field)
+        root = Path(next(iter(spec.submodule_search_locations))).resolve()
+        return input_path(rest or ".", folder=root, allowed=[], file=file, field=field, what="Hugging Face model",
+                          kind="folder")
+    return input_path(value, folder=folder, allowed=allowed, file=file, field=field, what="Hugging Face model",
+                      kind="folder")
+
+
 def has_weights(folder: Path) -> bool:
     return any((folder / name).is_file() for name in WEIGHT_FILES)
 

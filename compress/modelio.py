@@ -251,11 +251,11 @@ def build_model(config: ModelConfig, plan: Plan, prefix: str = "model",
 
 
 def _hf_folder(config: Any, plan: Plan, prefix: str) -> Path:
-    from compress.inputs import input_path
+    from compress.hf import resolve_folder
 
     ctx = plan.data_context()
-    return input_path(config.huggingface.path, folder=ctx.folder, allowed=ctx.allowed, file=plan.file,
-                      field=f"{prefix}.huggingface.path", what="Hugging Face model", kind="folder")
+    return resolve_folder(config.huggingface.path, folder=ctx.folder, allowed=ctx.allowed, file=plan.file,
+                          field=f"{prefix}.huggingface.path")
 
 
 def save_torch_artifact(model: torch.nn.Module, folder: Path, *, factory: str | None, kwargs: dict[str, Any],

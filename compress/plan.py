@@ -73,10 +73,10 @@ class Plan:
         config = self.recipe.model.huggingface
         if config is None:
             return None
-        from compress.inputs import input_path
+        from compress.hf import resolve_folder
 
-        return input_path(config.path, folder=self.folder, allowed=allowed, file=self.file,
-                          field="model.huggingface.path", what="Hugging Face model", kind="folder")
+        return resolve_folder(config.path, folder=self.folder, allowed=allowed, file=self.file,
+                              field="model.huggingface.path")
 
     def format(self, name: str) -> Format:
         if name == SOURCE_FORMAT:

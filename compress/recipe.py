@@ -476,13 +476,12 @@ class _Probe:
             file = str(self.path)
             if config.huggingface is not None:
                 from compress import hf
-                from compress.inputs import input_path
 
                 folder = self.path.parent
                 allowed = [Path(p).expanduser() if Path(p).expanduser().is_absolute() else folder / p
                            for p in self.recipe.paths.allow_outside]
-                location = input_path(config.huggingface.path, folder=folder, allowed=allowed, file=file,
-                                      field="model.huggingface.path", what="Hugging Face model", kind="folder")
+                location = hf.resolve_folder(config.huggingface.path, folder=folder, allowed=allowed, file=file,
+                                             field="model.huggingface.path")
                 raw, _ = hf.build(config.huggingface, location, seed=self.recipe.seed, file=file)
             else:
                 assert config.factory is not None

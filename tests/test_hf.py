@@ -279,3 +279,39 @@ def test_gpt2_from_a_config_goes_through_every_format(cli, write_recipe, tmp_pat
     for m in results["measurements"]:
         if m["runtime"] != "torch":
             assert m["status"] == "ok" and m["parity"]["passed"], m
+
+
+def test_head_ratio_is_a_share_of_the_start_over_iterative_steps():
+    """torch-pruning's local head pruning compounds over iterative steps (4 heads, ratio 0.5, 4 steps:
+    1 left); the stage's correction leaves the 2 the ratio asks for, in the weights and the count."""
+    import torch_pruning as tp
+
+    from compress.prune.stage import _attention_modules, _heads_relative_to_the_start
+
+    config = transformers.BertConfig(vocab_size=50, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=32)
+    torch.manual_seed(0)
+    bert = transformers.BertForSequenceClassification._from_config(config, attn_implementation="eager")
+    model = Adapted(bert, list(BERT_INPUTS), "logits").eval()
+    example = (torch.randint(0, 50, (1, 8)), torch.ones(1, 8, dtype=torch.long), torch.zeros(1, 8, dtype=torch.long))
+    attention = _attention_modules(model)
+    assert len(attention) == 2  # found by Hugging Face's num_attention_heads and query/key/value
+    heads = {p: m.num_attention_heads for m, projections in attention for p in projections}
+
+    def pruned(corrected: bool) -> list[int]:
+        copy = Adapted(bert.__class__._from_config(config, attn_implementation="eager"), list(BERT_INPUTS), "logits")
+        copy.load_state_dict(model.state_dict())
+        found = _attention_modules(copy)
+        pruner = tp.pruner.BasePruner(
+            copy, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=0.25,
+            iterative_steps=4, ignored_layers=[copy.model.classifier], prune_num_heads=True, prune_head_dims=False,
+            head_pruning_ratio=0.5, num_heads={p: m.num_attention_heads for m, ps in found for p in ps})
+        if corrected:
+            _heads_relative_to_the_start(pruner, {p: 4 for _, ps in found for p in ps})
+        for _ in range(4):
+            pruner.step()
+        return [projections[0].out_features // 16 for _, projections in found]
+
+    assert pruned(corrected=False) == [1, 1]  # the library alone (if this changes, the fix may go)
+    assert pruned(corrected=True) == [2, 2]
+    assert len(heads) == 6

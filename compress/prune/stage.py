@@ -175,7 +175,7 @@ class PruneStage:
             num_heads=num_heads, prune_num_heads=config.head_ratio is not None, prune_head_dims=False,
             head_pruning_ratio=config.head_ratio or 0.0)
         if config.head_ratio is not None:
-            _heads_relative_to_the_start(pruner, num_heads)
+            _heads_relative_to_the_start(pruner, dict(num_heads))  # a copy: the pruner updates its own
         macs_per_step = []
         batch = ctx.data.train.head(256)
         for _ in range(config.iterative_steps):
