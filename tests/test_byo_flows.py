@@ -68,7 +68,7 @@ def test_an_image_folder_of_1000_jpegs_trains_calibrates_and_verifies(cli, tmp_p
         measured = by[(name, runtime)]
         assert measured["status"] == "ok" and measured["parity"]["passed"], measured
     int8 = {a["name"]: a for a in results["artifacts"]}["distill.int8.onnx"]
-    assert int8["info"]["calibration_samples"] == 128
+    assert int8["info"]["calibration_samples"] == min(128, data["calibration"]) == 100  # 10% of 1000
     assert int8["precision"] == "int8" and int8["info"]["int8_macs_share"] > 0.5
 
 
