@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 TASK_CLASSES = {"sequence_classification": "AutoModelForSequenceClassification",
+                "image_classification": "AutoModelForImageClassification",
                 "causal_lm": "AutoModelForCausalLM", "feature_extraction": "AutoModel"}
-DEFAULT_OUTPUT = {"sequence_classification": "logits", "causal_lm": "logits",
+DEFAULT_OUTPUT = {"sequence_classification": "logits", "image_classification": "logits", "causal_lm": "logits",
                   "feature_extraction": "last_hidden_state"}
 
 

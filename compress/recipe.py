@@ -63,13 +63,13 @@ class HuggingFaceConfig(Strict):
     weights (seeded by the recipe)."""
 
     path: str
-    task: Literal["sequence_classification", "causal_lm", "feature_extraction"]
+    task: Literal["sequence_classification", "image_classification", "causal_lm", "feature_extraction"]
     num_labels: int | None = Field(None, gt=1)  # sequence_classification: the classifier's classes
 
     @model_validator(mode="after")
     def _labels_fit_task(self) -> HuggingFaceConfig:
-        if self.num_labels is not None and self.task != "sequence_classification":
-            raise ValueError("num_labels goes with task sequence_classification")
+        if self.num_labels is not None and not self.task.endswith("_classification"):
+            raise ValueError("num_labels goes with task sequence_classification or image_classification")
         return self
 
 

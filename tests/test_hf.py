@@ -315,3 +315,52 @@ def test_head_ratio_is_a_share_of_the_start_over_iterative_steps():
     assert pruned(corrected=False) == [1, 1]  # the library alone (if this changes, the fix may go)
     assert pruned(corrected=True) == [2, 2]
     assert len(heads) == 6
+
+
+@pytest.mark.slow
+def test_a_vit_from_its_config_on_digits_prunes_heads_and_exports(cli, write_recipe, tmp_path):
+    """A ViT-style encoder (float pixel_values input, Hugging Face attention) on 8x8 digits."""
+    folder = tmp_path / "tiny-vit"
+    transformers.ViTConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=4, intermediate_size=64).save_pretrained(folder)
+    recipe = {
+        "schema_version": 1, "name": "tiny-vit", "seed": 0,
+        "model": {"huggingface": {"path": str(folder), "task": "image_classification", "num_labels": 10},
+                  "inputs": [{"name": "pixel_values", "shape": [1, 1, 8, 8], "dtype": "float32"}],
+                  "train": {"epochs": 10, "lr": 0.003, "batch_size": 64}},
+        "data": {"source": "digits", "batch_size": 64},
+        "task": {"kind": "classification", "metric": "top1"},
+        "stages": [{"prune": {"pruning_ratio": 0.125, "head_ratio": 0.5, "iterative_steps": 2}}],
+        "quantize": {"mode": "dynamic"},
+        "export": ["onnx", "tflite"],
+        # a 9k-parameter encoder: int8's rounding is large against its logits (cosine ~0.96 measured)
+        "verify": {"runtimes": ["onnxruntime", "litert"], "parity": {"int8": {"min_cosine": 0.9, "min_agreement": 0.7}},
+                   "latency": {"warmup": 1, "min_runs": 3, "min_seconds": 0.0, "threads": [1]}},
+    }
+    result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output + result.stderr
+    results = _results(tmp_path, "tiny-vit")
+    assert next(s for s in results["stages"] if s["name"] == "prune")["info"]["attention_heads"] == [2, 2]
+    by = {(m["artifact"], m["runtime"]): m for m in results["measurements"]}
+    assert by[("original.onnx", "onnxruntime")]["metric"]["top1"] > 0.6  # ten digits: chance is 0.1
+    for m in results["measurements"]:
+        assert m["status"] == "ok" and m["parity"]["passed"], m
+
+
+@pytest.mark.slow
+def test_a_feature_extractor_is_scored_as_an_embedding(cli, write_recipe, tmp_path):
+    """task feature_extraction: the encoder's last_hidden_state, scored by cosine to the original's."""
+    folder = _bert_folder(tmp_path)
+    _bert_data(tmp_path / "data.npz")
+    recipe = _bert_recipe(folder, task={"kind": "embedding", "metric": "cosine"},
+                          stages=[{"distill": {"epochs": 1, "lr": 0.001}}], quantize={"mode": "dynamic"},
+                          export=["onnx"])
+    recipe["model"]["huggingface"] = {"path": str(folder), "task": "feature_extraction"}
+    del recipe["model"]["train"]
+    result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output + result.stderr
+    results = _results(tmp_path, "tiny-bert")
+    by = {(m["artifact"], m["runtime"]): m for m in results["measurements"]}
+    assert by[("original.onnx", "onnxruntime")]["metric"]["cosine"] == pytest.approx(1.0, abs=1e-5)
+    int8 = by[("distill.int8.onnx", "onnxruntime")]
+    assert int8["status"] == "ok" and int8["parity"]["passed"] and 0.9 < int8["parity"]["cosine"] <= 1.0
