@@ -47,7 +47,10 @@ def resolve_folder(value: str, *, folder: Path, allowed: list[Path], file: str, 
         if spec is None or not spec.submodule_search_locations:
             raise InputError(f"{value!r}: no installed package {name!r}", file=file, field=field)
         root = Path(next(iter(spec.submodule_search_locations))).resolve()
-        return input_path(rest or ".", folder=root, allowed=[], file=file, field=field, what="Hugging Face model",
+        inner = (root / rest).resolve()
+        if not inner.is_relative_to(root):
+            raise InputError(f"{value!r} leads outside the package {name!r}; refused", file=file, field=field)
+        return input_path(str(inner), folder=root, allowed=[], file=file, field=field, what="Hugging Face model",
                           kind="folder")
     return input_path(value, folder=folder, allowed=allowed, file=file, field=field, what="Hugging Face model",
                       kind="folder")

