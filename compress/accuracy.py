@@ -34,10 +34,10 @@ class Validation:
     y: np.ndarray | None
     metric: Metric
     budget: Budget
-    input_name: str = "input"
     runtime: str  # the runtime that scores candidates of this format
     run: RunOutputs
     reference: np.ndarray | None = None  # the original model's outputs on x (for the cosine metric)
+    input_name: str = "input"  # the name of x's one input, when x is an array
     input_transpose: list[int] | None = None  # the format's input layout (channels-last)
     batch_size: int = 64
     max_trials: int = 24

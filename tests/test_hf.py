@@ -233,52 +233,19 @@ def test_bert_with_three_inputs_prunes_heads_and_keeps_parity_in_every_format(cl
     # The pruned model reloads from its artifact in its pruned shape, and the ONNX export keeps the
     # batch and the sequence dynamic: a shorter sequence gives torch's outputs.
     by_name = {a["name"]: a for a in results["artifacts"]}
-    pruned = load_torch_artifact(Path(by_name["distill"]["path"]))
+    run = next((tmp_path / "runs" / "tiny-bert").glob("2*/results.json")).parent
+    pruned = load_torch_artifact(run / by_name["distill"]["path"])
     assert [layer.attention.self.num_attention_heads for layer in pruned.model.bert.encoder.layer] == [2, 2]
     with np.load(tmp_path / "data.npz") as archive:
         feeds = {name: archive[name][:5, :9] for name in BERT_INPUTS}
     with torch.no_grad():
         want = pruned(*(torch.from_numpy(feeds[n]) for n in BERT_INPUTS)).numpy()
-    backend = load_backend("onnxruntime", by_name["distill.onnx"]["path"])
+    backend = load_backend("onnxruntime", str(run / by_name["distill.onnx"]["path"]))
     assert [spec[1] for spec in backend.input_specs()] == [["batch", "sequence"]] * 3 or \
         [spec[1][1] for spec in backend.input_specs()] == [None] * 3
     got = backend.run(feeds)[0]
     assert got.shape == (5, 3)
     np.testing.assert_allclose(got, want, atol=1e-4)
-
-
-@pytest.mark.slow
-def test_gpt2_from_a_config_goes_through_every_format(cli, write_recipe, tmp_path):
-    from compress.data.text import VOCAB_SIZE, default_corpus
-
-    folder = tmp_path / "tiny-gpt2"
-    transformers.GPT2Config(vocab_size=VOCAB_SIZE, n_positions=64, n_embd=32, n_layer=2, n_head=2).save_pretrained(
-        folder)
-    (tmp_path / "corpus.txt").write_text(default_corpus()[:20_000])
-    recipe = {
-        "schema_version": 1, "name": "tiny-gpt2", "seed": 0,
-        "model": {"huggingface": {"path": str(folder), "task": "causal_lm"},
-                  "input": {"name": "input_ids", "shape": [1, 32], "dtype": "int64"},
-                  "train": {"epochs": 2, "lr": 0.005, "batch_size": 32}},
-        "data": {"source": "text", "path": "corpus.txt", "batch_size": 32},
-        "task": {"kind": "language_model", "metric": "perplexity"},
-        "stages": [{"distill": {"epochs": 1, "lr": 0.002}}],
-        "quantize": {"mode": "dynamic"},
-        "export": ["onnx", "openvino", "tflite"],
-        "verify": {"runtimes": ["torch", "onnxruntime", "openvino", "litert"],
-                   "latency": {"warmup": 1, "min_runs": 3, "min_seconds": 0.0, "threads": [1]},
-                   "parity": {"int8": {"min_cosine": 0.98, "min_agreement": 0.8}}},
-    }
-    result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs")
-    assert result.exit_code == 0, result.output + result.stderr
-    results = _results(tmp_path, "tiny-gpt2")
-    assert results["refusals"] == []
-    assert {a["format"] for a in results["artifacts"]} == {"torch", "onnx", "openvino", "tflite"}
-    original = next(m for m in results["measurements"] if m["artifact"] == "original")
-    assert original["metric"]["perplexity"] < VOCAB_SIZE / 3  # it learned: logits reached the metric
-    for m in results["measurements"]:
-        if m["runtime"] != "torch":
-            assert m["status"] == "ok" and m["parity"]["passed"], m
 
 
 def test_head_ratio_is_a_share_of_the_start_over_iterative_steps():

@@ -129,7 +129,7 @@ def test_verify_measures_hosts_in_parallel_and_keeps_the_order(tmp_path):
     verifier.folder = tmp_path
     verifier.torch_models = {}
     verifier._parent_outputs = {}
-    verifier.data = SimpleNamespace(test=SimpleNamespace(x=np.zeros((2, 1))))
+    verifier.data = SimpleNamespace(test=SimpleNamespace(inputs={"input": np.zeros((2, 1))}))
     verifier.console = Console(quiet=True)
 
     def fake_measure(artifact, runtime, target, inputs):

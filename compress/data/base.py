@@ -141,12 +141,10 @@ def seeded_splits(x: np.ndarray | Mapping[str, np.ndarray], y: np.ndarray | None
 
 
 def batches(split: Split, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Iterator[Split]:
-    """Batches of a split; shuffled, each batch's rows are read in ascending order (fast on
-    memory-mapped data)."""
+    """Batches of a split (each a copy of its rows, in the seeded order when shuffled)."""
     order = np.random.default_rng(seed).permutation(len(split)) if shuffle else np.arange(len(split))
     for start in range(0, len(split), batch_size):
-        idx = order[start:start + batch_size]
-        yield split.take(np.sort(idx) if shuffle else idx)
+        yield split.take(order[start:start + batch_size])
 
 
 def _fit_inputs(split: Split, specs: list[InputSpec], name: str, file: str) -> Split:

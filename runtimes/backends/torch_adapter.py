@@ -70,8 +70,17 @@ class Adapted(torch.nn.Module):
 def adapted(factory: str, kwargs: dict[str, Any], input_names: list[str], output: str | int | None = None,
             source_folder: str | None = None) -> Adapted:
     """Build the inner model from its factory (imported from `source_folder` or an installed package)
-    and wrap it."""
-    from compress.runtimes.backends.torch import import_object
+    and wrap it. The torch backend is this file's sibling, wherever the device side was copied."""
+    import importlib
+    import importlib.util
 
-    make = import_object(factory, Path(source_folder) if source_folder else None)
+    if "." in __name__:  # installed: compress.runtimes.backends.torch
+        sibling = importlib.import_module(__name__.rpartition(".")[0] + ".torch")
+    else:  # copied to a device as loose files
+        spec = importlib.util.spec_from_file_location("_compress_backend_torch_files",
+                                                      Path(__file__).with_name("torch.py"))
+        assert spec is not None and spec.loader is not None
+        sibling = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sibling)
+    make = sibling.import_object(factory, Path(source_folder) if source_folder else None)
     return Adapted(make(**kwargs), input_names, output)
