@@ -164,8 +164,11 @@ class DataConfig(Strict):
             raise ValueError("source 'npz' needs 'path' (an .npz file)")
         if self.source == "image_folder" and not self.path:
             raise ValueError("source 'image_folder' needs 'path' (a folder with one subfolder per class)")
-        if self.source in ("csv", "jsonl") and not self.path:
+        if self.source in ("csv", "jsonl", "parquet") and not self.path:
             raise ValueError(f"source {self.source!r} needs 'path' (a .{self.source} file)")
+        if self.source == "arrow" and not self.path:
+            raise ValueError("source 'arrow' needs 'path' (a folder Hugging Face datasets' save_to_disk wrote, or "
+                             "an .arrow file)")
         if self.source == "callable" and not self.callable:
             raise ValueError("source 'callable' needs 'callable' (module:attr)")
         if self.calibration_fraction + self.test_fraction >= 1:

@@ -435,3 +435,65 @@ def test_a_model_input_the_tokenizer_does_not_make(tmp_path: Path, minilm: Path)
     _table_refused(csv_source, _table_config("csv", "reviews.csv"), _text_context(tmp_path, minilm, inputs),
                    r"model input 'pixel_mask' is not one the tokenizer makes \(it makes input_ids, .*attention_mask",
                    "model.inputs")
+
+
+# --- parquet and a datasets set saved on disk (pyarrow) ----------------------------------------------
+
+def _arrow_table(rows: list[dict[str, Any]]) -> Any:
+    pa = pytest.importorskip("pyarrow")
+    return pa.table({key: [row[key] for row in rows] for key in rows[0]})
+
+
+def _save_to_disk_layout(folder: Path, table: Any, shards: int = 2) -> None:
+    """The layout `datasets.Dataset.save_to_disk` writes: data-0000i-of-0000n.arrow Arrow IPC streams
+    and a state.json listing them (plus dataset_info.json)."""
+    import pyarrow as pa
+
+    folder.mkdir(parents=True)
+    names = []
+    step = -(-table.num_rows // shards)
+    for index in range(shards):
+        name = f"data-{index:05d}-of-{shards:05d}.arrow"
+        with pa.OSFile(str(folder / name), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table.slice(index * step, step))
+        names.append({"filename": name})
+    (folder / "state.json").write_text(json.dumps({"_data_files": names, "_split": "train"}))
+    (folder / "dataset_info.json").write_text(json.dumps({"features": {}}))
+
+
+def test_parquet_and_a_saved_dataset_give_what_the_csv_gives(tmp_path: Path, minilm: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from compress.data.tables import arrow_source, parquet_source
+
+    rows = _rows()
+    _write_csv(tmp_path / "reviews.csv", rows)
+    pq.write_table(_arrow_table(rows), tmp_path / "reviews.parquet")
+    _save_to_disk_layout(tmp_path / "saved", _arrow_table(rows))
+    ctx = _text_context(tmp_path, minilm)
+    from_csv = _token_rows(csv_source(_table_config("csv", "reviews.csv"), ctx))
+    parquet = parquet_source(_table_config("parquet", "reviews.parquet"), ctx)
+    saved = arrow_source(_table_config("arrow", "saved"), ctx)
+    assert parquet.source == "parquet:reviews.parquet" and saved.source == "arrow:saved"
+    assert _token_rows(parquet) == from_csv == _token_rows(saved)  # the same rows, tokens and labels
+
+
+def test_a_saved_dataset_with_several_splits_or_a_stray_data_file_is_refused(tmp_path: Path, minilm: Path) -> None:
+    from compress.data.tables import arrow_source
+
+    ctx = _text_context(tmp_path, minilm)
+    both = tmp_path / "dict"
+    _save_to_disk_layout(both / "train", _arrow_table(_rows()))
+    (both / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
+    with pytest.raises(InputError) as caught:
+        arrow_source(_table_config("arrow", "dict"), ctx)
+    assert "dict holds several splits (train, test): point data.path at one split's folder" in str(caught.value)
+    _save_to_disk_layout(tmp_path / "escape", _arrow_table(_rows()))
+    (tmp_path / "escape" / "state.json").write_text(json.dumps({"_data_files": [{"filename": "../reviews.csv"}]}))
+    with pytest.raises(InputError) as caught:
+        arrow_source(_table_config("arrow", "escape"), ctx)
+    assert "escape: data file 'reviews.csv' is not a file inside the folder" in str(caught.value)
+    (tmp_path / "broken.arrow").write_bytes(b"not arrow at all")
+    with pytest.raises(InputError) as caught:
+        arrow_source(_table_config("arrow", "broken.arrow"), ctx)
+    assert "cannot read broken.arrow as Arrow" in str(caught.value) and "data.path" in str(caught.value)

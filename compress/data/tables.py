@@ -1,4 +1,6 @@
-"""`csv` and `jsonl`: rows of text (and labels) tokenized into a transformers model's inputs.
+"""`csv`, `jsonl`, `parquet` and `arrow`: rows of text (and labels) tokenized into a transformers
+model's inputs. `arrow` reads a Hugging Face `datasets` set saved on disk (`save_to_disk`: its
+state.json lists data-*.arrow files, Arrow IPC streams) or one .arrow file, with pyarrow only.
 
 `data.path` is a UTF-8 .csv file with a header row, or a .jsonl file with one JSON object per line
 (blank lines skipped; a leading byte-order mark is skipped in either). `data.columns` names the
@@ -47,17 +49,30 @@ def jsonl_source(config: DataConfig, ctx: DataContext) -> Splits:
     return _table(config, ctx, "jsonl")
 
 
+def parquet_source(config: DataConfig, ctx: DataContext) -> Splits:
+    """A .parquet file (pyarrow), with the same columns as csv."""
+    return _table(config, ctx, "parquet")
+
+
+def arrow_source(config: DataConfig, ctx: DataContext) -> Splits:
+    """A Hugging Face `datasets` set saved on disk (`save_to_disk`: state.json and data-*.arrow
+    streams), or one .arrow file, read with pyarrow (the `datasets` library is not needed)."""
+    return _table(config, ctx, "arrow")
+
+
 def _table(config: DataConfig, ctx: DataContext, kind: str) -> Splits:
     assert config.path is not None  # the recipe schema requires it for these sources
-    path = ctx.resolve_path(config.path, field="data.path", what=f"{kind.upper()} file")
+    is_folder = kind == "arrow" and (ctx.folder / config.path).expanduser().is_dir()
+    path = ctx.resolve_path(config.path, field="data.path", what="dataset" if is_folder else f"{kind.upper()} file",
+                            kind="folder" if is_folder else "file")
     columns = config.columns
     length, inputs = _sequence(ctx)
     folder = _tokenizer_folder(columns, ctx)  # before reading: a missing tokenizer fails fast
-    size = path.stat().st_size
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if is_folder else path.stat().st_size
     if size > TABLE_BYTES:
         raise InputError(f"{path.name} is {size:,} bytes, more than the {TABLE_BYTES:,} a {kind} source reads",
                          file=ctx.file, field="data.path")
-    reader = _csv_rows if kind == "csv" else _jsonl_rows
+    reader = {"csv": _csv_rows, "jsonl": _jsonl_rows, "parquet": _parquet_rows, "arrow": _arrow_rows}[kind]
     rows = _read(reader, path, columns, ctx.file)
     if len(rows) < 3:
         raise InputError(f"{path.name} has {len(rows)} row{'s' if len(rows) != 1 else ''}: a train, a calibration "
@@ -209,6 +224,90 @@ def _jsonl_rows(path: Path, columns: TextColumnsConfig, file: str) -> Iterator[R
     if not any_line:
         raise InputError(f"{path.name} is empty: a jsonl source needs one JSON object per line", file=file,
                          field="data.path")
+
+
+def _parquet_rows(path: Path, columns: TextColumnsConfig, file: str) -> Iterator[Row]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"cannot read {path.name} as parquet: {_first_line(exc)}", file=file,
+                         field="data.path") from None
+    yield from _columnar_rows(table, path.name, columns, file)
+
+
+def _arrow_rows(path: Path, columns: TextColumnsConfig, file: str) -> Iterator[Row]:
+    import pyarrow as pa
+
+    if path.is_dir():
+        if (path / "dataset_dict.json").is_file():
+            splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+            raise InputError(f"{path.name} holds several splits ({', '.join(map(str, splits))}): point data.path at "
+                             "one split's folder", file=file, field="data.path")
+        files = _arrow_files(path, file)
+    else:
+        files = [path]
+    tables = []
+    for arrow in files:
+        try:
+            with pa.memory_map(str(arrow)) as source:
+                try:
+                    tables.append(pa.ipc.open_stream(source).read_all())  # what save_to_disk writes
+                except pa.ArrowInvalid:
+                    source.seek(0)
+                    tables.append(pa.ipc.open_file(source).read_all())
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"cannot read {arrow.name} as Arrow: {_first_line(exc)}", file=file,
+                             field="data.path") from None
+    try:
+        table = pa.concat_tables(tables)
+    except pa.ArrowException as exc:
+        raise InputError(f"the Arrow files of {path.name} differ in their columns: {_first_line(exc)}", file=file,
+                         field="data.path") from None
+    yield from _columnar_rows(table, path.name, columns, file)
+
+
+def _arrow_files(folder: Path, file: str) -> list[Path]:
+    """The data files a save_to_disk folder's state.json lists (inside the folder), else data-*.arrow."""
+    names: list[str] = []
+    state = folder / "state.json"
+    if state.is_file():
+        try:
+            names = [str(entry["filename"]) for entry in json.loads(state.read_text(encoding="utf-8"))["_data_files"]]
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"{folder.name}/state.json does not list its data files (_data_files)", file=file,
+                             field="data.path") from None
+    files = [folder / name for name in names] or sorted(folder.glob("*.arrow"))
+    root = folder.resolve()
+    for arrow in files:
+        if not arrow.resolve().is_relative_to(root) or not arrow.is_file():
+            raise InputError(f"{folder.name}: data file {arrow.name!r} is not a file inside the folder", file=file,
+                             field="data.path")
+    if not files:
+        raise InputError(f"{folder.name} has no .arrow data files", file=file, field="data.path")
+    return files
+
+
+def _columnar_rows(table: Any, name: str, columns: TextColumnsConfig, file: str) -> Iterator[Row]:
+    for field, column in _fields(columns):
+        if column not in table.column_names:
+            raise InputError(f"{name} has no column {column!r} (its columns: {', '.join(table.column_names)})",
+                             file=file, field=field)
+    texts = table.column(columns.text).to_pylist()
+    pairs = None if columns.text_pair is None else table.column(columns.text_pair).to_pylist()
+    labels = None if columns.label is None else table.column(columns.label).to_pylist()
+    for index, text in enumerate(texts):
+        where = f"{name} row {index + 1}"
+        yield (_text(text, columns.text, where, "data.columns.text", file),
+               None if pairs is None else _text(pairs[index], columns.text_pair or "", where,
+                                                "data.columns.text_pair", file),
+               None if labels is None else labels[index])
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
 
 
 def _text(value: Any, column: str, where: str, field: str, file: str) -> str:
