@@ -9,6 +9,7 @@ it, and head pruning reshapes its projections. `load` is the factory torch artif
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,7 @@ def load(path: str, task: str, num_labels: int | None = None, seed: int = 0) -> 
     import torch
     import transformers
 
+    quiet_transformers()
     folder = Path(path)
     config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     if num_labels is not None:
@@ -79,6 +81,28 @@ def load(path: str, task: str, num_labels: int | None = None, seed: int = 0) -> 
         else:
             model = auto.from_config(config, attn_implementation="eager")
     return model.eval()
+
+
+class _IntoRunLog(logging.Handler):
+    """transformers' records into compress's log: run.log during a run; outside one (validate) only
+    its errors reach the terminal."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.getLogger("compress").handlers or record.levelno >= logging.ERROR:
+            logging.getLogger("compress.transformers").handle(record)
+
+
+def quiet_transformers() -> None:
+    """transformers prints to stderr with a handler of its own (load reports, progress bars): its
+    records go to compress's log instead, and its progress bars are off."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_default_handler()
+    hf_logging.disable_progress_bar()
+    library = logging.getLogger("transformers")
+    library.propagate = False
+    if not any(isinstance(h, _IntoRunLog) for h in library.handlers):
+        library.addHandler(_IntoRunLog())
 
 
 def build(config: HuggingFaceConfig, folder: Path, *, seed: int, file: str) -> tuple[torch.nn.Module, dict[str, Any]]:

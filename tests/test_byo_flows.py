@@ -118,7 +118,7 @@ def test_the_shipped_gpt2_recipe_runs_on_a_short_text(cli, tmp_path):
     from compress.data.text import VOCAB_SIZE, default_corpus
 
     shutil.copytree(ROOT / "recipes" / "models", tmp_path / "models")
-    shipped = transformers.GPT2Config.from_pretrained(tmp_path / "models" / "tiny-gpt2")
+    shipped = transformers.GPT2Config.from_pretrained(tmp_path / "models" / "tiny-gpt2", local_files_only=True)
     assert shipped.vocab_size == VOCAB_SIZE  # the shipped config fits the text source's alphabet
     shipped.update({"n_embd": 32, "n_layer": 2, "n_head": 2})  # tiny: the flow, not the model, is tested
     shipped.save_pretrained(tmp_path / "models" / "tiny-gpt2")

@@ -347,3 +347,34 @@ def test_a_folder_inside_an_installed_package():
         with pytest.raises(InputError) as caught:
             resolve_folder(value, folder=Path("/nowhere"), allowed=[], file="r.yaml", field="model.huggingface.path")
         assert message in str(caught.value) and "model.huggingface.path" in str(caught.value)
+
+
+def test_transformers_logs_go_to_the_run_log_not_the_terminal(capsys):
+    import logging
+
+    from compress.hf import quiet_transformers
+
+    quiet_transformers()
+    quiet_transformers()  # idempotent: one forwarding handler
+    library = logging.getLogger("transformers.modeling_utils")
+    library.warning("weights newly initialized: classifier.weight")  # no run: not on the terminal
+    assert capsys.readouterr().err == ""
+
+    class Keep(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.records: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record.getMessage())
+
+    keep = Keep()
+    compress_log = logging.getLogger("compress")
+    compress_log.addHandler(keep)  # what a run does with run.log
+    try:
+        library.warning("weights newly initialized: classifier.bias")
+    finally:
+        compress_log.removeHandler(keep)
+    assert keep.records == ["weights newly initialized: classifier.bias"]
+    assert capsys.readouterr().err == ""
+    assert sum(type(h).__name__ == "_IntoRunLog" for h in logging.getLogger("transformers").handlers) == 1

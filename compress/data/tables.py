@@ -115,9 +115,12 @@ def _tokenizer_folder(columns: TextColumnsConfig, ctx: DataContext) -> Path:
 def _load_tokenizer(folder: Path, file: str) -> Any:
     try:
         from transformers import AutoTokenizer
+
+        from compress.hf import quiet_transformers
     except ImportError:
         raise InputError("a csv or jsonl source needs transformers for its tokenizer: pip install "
                          "'edge-compress[hf]'", file=file, field="data.columns.tokenizer") from None
+    quiet_transformers()
     try:  # local files only, never code from the folder
         return AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # transformers raises many kinds for a folder it cannot read
