@@ -51,8 +51,12 @@ class RunContext:
 
     def example(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
         """Samples of the calibration split, one tensor per input: real token ids and attention masks
-        trace and check an export better than zeros."""
-        return self.data.calibration.head(batch).tensors()
+        trace and check an export better than zeros. A split smaller than `batch` is repeated (an
+        export traced at batch 1 would fix the batch axis)."""
+        import numpy as np
+
+        split = self.data.calibration
+        return split.take(np.arange(batch) % len(split)).tensors()
 
     @property
     def input_names(self) -> list[str]:

@@ -283,3 +283,29 @@ def test_shuffled_batches_depend_on_the_seed_only() -> None:
     assert not np.array_equal(order(1), order(2))
     assert all(batch.y is None for batch in batches(split, 8))
     assert list(batches(Split(np.arange(0), None), 8)) == []
+
+
+def test_a_calibration_split_of_one_sample_still_exports_with_a_dynamic_batch(tmp_path, write_recipe, cli):
+    """The export example comes from the calibration split: with one sample there, the run still
+    completes and the ONNX graph's batch axis stays symbolic."""
+    import json
+
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images[:40, None] / 16.0).astype(np.float32)
+    np.savez(tmp_path / "few.npz", x=x, y=digits.target[:40].astype(np.int64))
+    from tests.conftest import small_recipe
+
+    recipe = small_recipe(data={"source": "npz", "path": "few.npz", "batch_size": 8,
+                                "calibration_fraction": 0.02, "test_fraction": 0.3}, stages=[], quantize=None)
+    result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output[-2000:]
+    results = json.loads(next((tmp_path / "runs" / "small").glob("2*/results.json")).read_text())
+    assert results["data"]["calibration"] == 1
+    onnx_path = next((tmp_path / "runs" / "small").glob("2*/artifacts/original.onnx*/model.onnx"), None) or \
+        next((tmp_path / "runs" / "small").glob("2*/**/model.onnx"))
+    import onnx
+
+    batch = onnx.load(str(onnx_path)).graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param and not batch.dim_value  # symbolic, not fixed at 1
