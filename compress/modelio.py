@@ -211,7 +211,7 @@ def task_output(config: ModelConfig) -> str | int | None:
     return None
 
 
-def adapt(model: torch.nn.Module, config: ModelConfig, *, file: str | None, field: str) -> torch.nn.Module:
+def adapt(model: torch.nn.Module, config: ModelConfig) -> torch.nn.Module:
     """The model with the recipe's calling convention (compress.runtimes.backends.torch_adapter)."""
     if not config.wrapped:
         return model
@@ -233,7 +233,7 @@ def build_model(config: ModelConfig, plan: Plan, prefix: str = "model",
 
         folder = _hf_folder(config, plan, prefix)
         model, _ = hf.build(config.huggingface, folder, seed=plan.recipe.seed, file=file)  # type: ignore[arg-type]
-        return eval_mode(adapt(model, calling, file=file, field=prefix))
+        return eval_mode(adapt(model, calling))
     if config.file is not None:
         model = load_trusted_file(plan.resolve_path(config.file, f"{prefix}.file", "model file"), file=file,
                                   field=f"{prefix}.file", trust=config.trust)
@@ -246,16 +246,15 @@ def build_model(config: ModelConfig, plan: Plan, prefix: str = "model",
             state = load_state_dict_file(path, file=file, field=f"{prefix}.weights")
             _load_into(model, state, file=file, field=f"{prefix}.weights", name=path.name)
     if config.file is None:
-        model = adapt(model, calling, file=file, field=prefix)
+        model = adapt(model, calling)
     return eval_mode(model)
 
 
 def _hf_folder(config: Any, plan: Plan, prefix: str) -> Path:
-    from compress.hf import resolve_folder
-
-    ctx = plan.data_context()
-    return resolve_folder(config.huggingface.path, folder=ctx.folder, allowed=ctx.allowed, file=plan.file,
-                          field=f"{prefix}.huggingface.path")
+    """The recipe's Hugging Face folder, resolved once by the plan's data context (path policy)."""
+    folder = plan.data_context().model_folder
+    assert folder is not None, f"{prefix}.huggingface is set only on the recipe's model"
+    return folder
 
 
 def save_torch_artifact(model: torch.nn.Module, folder: Path, *, factory: str | None, kwargs: dict[str, Any],

@@ -490,7 +490,7 @@ class _Probe:
                 assert config.factory is not None
                 raw = build_from_factory(config.factory, config.kwargs, self.path.parent, file=file,
                                          field="model.factory")
-            self._model = adapt(raw, config, file=file, field="model")
+            self._model = adapt(raw, config)
         return self._model
 
     def int8_mode(self) -> tuple[str, str]:
