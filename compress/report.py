@@ -103,7 +103,8 @@ def summarize(results: Results) -> dict[str, Any]:
         if parent is None:
             continue
         key = artifact.name
-        summary[f"{key}_size_ratio_vs_fp32"] = round(parent.size_bytes / artifact.size_bytes, 2)
+        if artifact.size_bytes > 0:  # a ratio to an empty file means nothing: left out, never a crash
+            summary[f"{key}_size_ratio_vs_fp32"] = round(parent.size_bytes / artifact.size_bytes, 2)
         search = artifact.info.get("accuracy_aware")
         if search:
             summary[f"{key}_kept_in_float"] = search["kept_in_float"]
@@ -117,7 +118,7 @@ def summarize(results: Results) -> dict[str, Any]:
             if metric in m.metric and metric in fp32.metric:
                 summary[f"{key}_{metric}_delta_points_vs_fp32"] = round(
                     100 * (m.metric[metric] - fp32.metric[metric]), 2)
-            if m.latency and fp32.latency:
+            if m.latency and fp32.latency and m.latency.p50_ms > 0:  # a 0 ms p50 (a coarse clock) has no ratio
                 summary[f"{key}_speedup_p50_vs_fp32_{m.runtime}_{m.threads}t"] = round(
                     fp32.latency.p50_ms / m.latency.p50_ms, 2)
     failures = [f"{m.artifact} on {m.runtime} ({m.target}, {m.threads}t): {'; '.join(m.parity.failures)}"
