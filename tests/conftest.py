@@ -199,3 +199,29 @@ def device_python() -> Path:
                 pytest.skip(f"cannot build the device venv: {done.stderr.strip().splitlines()[-1:]}")
             (venv / ".complete").write_text("")
     return python
+
+
+def printed_run(stdout: str) -> Path:
+    """The run folder `compress run` printed (`results: <folder>/results.json`): found by the id the
+    run reported, never by sorting folder names (run ids end in a random suffix)."""
+    lines = [line for line in stdout.splitlines() if line.startswith("results: ")]
+    assert len(lines) == 1, f"expected one 'results: ' line, got {lines}: {stdout[-2000:]}"
+    return Path(lines[0].removeprefix("results: ")).parent
+
+
+def printed_results(stdout: str) -> dict[str, Any]:
+    """results.json of the run `compress run` printed."""
+    import json
+
+    return json.loads((printed_run(stdout) / "results.json").read_text())
+
+
+def eventually(condition: Callable[[], bool], what: str, within_s: float = 60.0) -> None:
+    """Wait for something another process does (a kill, a cleanup) with a generous bound: a test
+    never asserts how fast the machine is, only that it happens."""
+    import time
+
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {within_s:g} s"
+        time.sleep(0.1)

@@ -10,6 +10,7 @@ import pytest
 
 from compress.accuracy import Validation, keep_in_float_search
 from compress.budget import Budget
+from tests.conftest import printed_results, printed_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,15 +104,16 @@ def test_lstm_default_int8_misses_and_accuracy_aware_openvino_meets_the_budget(c
               "--set", "export=[openvino]", "--set", "verify.runtimes=[openvino]",
               "--set", "verify.latency={warmup: 0, min_runs: 3, min_seconds: 0}",
               "--set", "verify.parity.int8={min_cosine: 0.0, min_agreement: 0.0}")
-    assert cli("run", recipe, *common).exit_code == 0
-    default = _latest(tmp_path)
+    first = cli("run", recipe, *common)
+    assert first.exit_code == 0, first.stderr
+    default = printed_results(first.stdout)
     quantized = _quantized(default)
     top1 = {m["artifact"]: m["metric"]["top1"] for m in default["measurements"]}
     assert top1["original.openvino"] - top1[quantized["name"]] > 0.01  # the miss, measured
 
     result = cli("run", recipe, *common, "--set", "quantize.max_accuracy_drop=0.01")
     assert result.exit_code == 0, result.stderr
-    tuned = _latest(tmp_path)
+    tuned = printed_results(result.stdout)
     artifact = _quantized(tuned)
     search = artifact["info"]["accuracy_aware"]
     assert search["budget_met"] and search["steps"][0]["validation_metric"] < search["validation_metric_fp32"] - 0.01
@@ -128,11 +130,6 @@ def _quantized(results: dict, fmt: str = "openvino") -> dict:
     return next(a for a in results["artifacts"] if a["format"] == fmt and a["lineage"][-1].startswith("quantize."))
 
 
-def _latest(out: Path, name: str = "lstm-digits") -> dict:
-    folders = sorted(p for p in (out / name).iterdir() if p.is_dir() and p.name[0].isdigit()
-                     and not p.name.endswith(".failed"))
-    return json.loads((folders[-1] / "results.json").read_text())
-
 
 @pytest.mark.slow
 def test_outlier_model_is_fixed_on_onnxruntime_and_tflite(cli, tmp_path):
@@ -140,14 +137,15 @@ def test_outlier_model_is_fixed_on_onnxruntime_and_tflite(cli, tmp_path):
     common = ("--out", tmp_path, "--set", "export=[onnx, tflite]", "--set", "verify.runtimes=[onnxruntime, litert]",
               "--set", "verify.latency={warmup: 0, min_runs: 3, min_seconds: 0}",
               "--set", "verify.parity.int8={min_cosine: 0.0, min_agreement: 0.0}")
-    assert cli("run", recipe, *common, "--set", "quantize.max_accuracy_drop=null").exit_code == 0
-    default = {m["artifact"]: m["metric"]["top1"] for m in _latest(tmp_path, "outlier-digits")["measurements"]}
+    plain = cli("run", recipe, *common, "--set", "quantize.max_accuracy_drop=null")
+    assert plain.exit_code == 0, plain.stderr
+    default = {m["artifact"]: m["metric"]["top1"] for m in printed_results(plain.stdout)["measurements"]}
     for fmt in ("onnx", "tflite"):
         assert default[f"original.{fmt}"] - default[f"original.int8.{fmt}"] > 0.5  # collapses by default
 
     result = cli("run", recipe, *common)
     assert result.exit_code == 0, result.stderr
-    tuned = _latest(tmp_path, "outlier-digits")
+    tuned = printed_results(result.stdout)
     top1 = {m["artifact"]: m["metric"]["top1"] for m in tuned["measurements"]}
     quantized = {fmt: _quantized(tuned, fmt) for fmt in ("onnx", "tflite")}
     kept = {fmt: a["info"]["accuracy_aware"]["kept_in_float"] for fmt, a in quantized.items()}
@@ -176,7 +174,7 @@ def test_an_unmet_budget_completes_the_run_with_the_best_artifact_and_exits_1(cl
     assert last.startswith("error: accuracy budget missed: original.int8.onnx: int8 cannot meet max_accuracy_drop "
                            "0.01: the best found scores 0.5000 against 0.9000 in fp32 on the validation split")
     assert "after 3 trial(s) (max_trials) (and " in last  # the TFLite one, missed too, and parity figures
-    folder = Path(next(line for line in result.stdout.splitlines() if line.startswith("results: "))[9:]).parent
+    folder = printed_run(result.stdout)
     results = json.loads((folder / "results.json").read_text())
     assert results["status"] == "budget_missed"  # complete, every format measured: nothing lost
     budgets = {b["format"]: b for b in results["accuracy_budget"]}

@@ -16,7 +16,7 @@ import torch
 from compress.modelio import save_torch_artifact
 from compress.runtimes import agent
 from compress.runtimes.targets.local import AGENT, LocalTarget
-from tests.conftest import measure
+from tests.conftest import eventually, measure
 
 HANG_MODULE = '''
 import os, subprocess, time
@@ -153,18 +153,15 @@ def test_a_hanging_measurement_is_killed_with_its_children(tmp_path):
     artifact = _torch_artifact(tmp_path, "hangmodels:Hangs", {"pid_file": str(pid_file)})
     os.environ["HANG_NOW"] = "1"
     try:
-        started = time.monotonic()
         response = measure(LocalTarget(), {"model": str(artifact), "runtime": "torch",
                                           "inputs": str(_inputs(tmp_path)), "outputs": str(tmp_path / "o.npz")},
                            timeout_s=8)
     finally:
         del os.environ["HANG_NOW"]
-    assert time.monotonic() - started < 30
-    assert response["status"] == "timeout" and not response["ok"]
+    assert response["status"] == "timeout" and not response["ok"]  # at its 8 s: the model hangs for good
     agent_pid, child_pid = (int(p) for p in pid_file.read_text().split())
-    time.sleep(0.2)
     for pid in (agent_pid, child_pid):
-        assert not _alive(pid), f"process {pid} survived the timeout"
+        eventually(lambda pid=pid: not _alive(pid), f"ending process {pid} at the timeout")
 
 
 def test_a_crashing_runtime_ends_only_its_measurement(tmp_path):

@@ -4,7 +4,6 @@ Hugging Face causal LM built from its config."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+
+from tests.conftest import printed_results
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_LATENCY = {"warmup": 1, "min_runs": 3, "min_seconds": 0.0, "threads": [1]}
@@ -29,8 +30,7 @@ def _run(cli: Any, folder: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     path.write_text(yaml.safe_dump(recipe))
     result = cli("run", path, "--out", folder / "runs")
     assert result.exit_code == 0, result.output[-3000:] + result.stderr[-2000:]
-    run = next(p for p in (folder / "runs" / recipe["name"]).glob("2*") if not p.name.endswith(".failed"))
-    return json.loads((run / "results.json").read_text())
+    return printed_results(result.stdout)
 
 
 def _images(root: Path, per_class: int = 250) -> None:

@@ -20,7 +20,7 @@ from compress.data.sources import digits
 from compress.errors import InputError
 from compress.plan import Plan
 from compress.recipe import DataConfig, InputSpec, load_recipe
-from tests.conftest import small_recipe
+from tests.conftest import printed_results, small_recipe
 
 DIGITS = 1797
 MODULE = "mydata"
@@ -288,7 +288,6 @@ def test_shuffled_batches_depend_on_the_seed_only() -> None:
 def test_a_calibration_split_of_one_sample_still_exports_with_a_dynamic_batch(tmp_path, write_recipe, cli):
     """The export example comes from the calibration split: with one sample there, the run still
     completes and the ONNX graph's batch axis stays symbolic."""
-    import json
 
     from sklearn.datasets import load_digits
 
@@ -301,7 +300,7 @@ def test_a_calibration_split_of_one_sample_still_exports_with_a_dynamic_batch(tm
                                 "calibration_fraction": 0.02, "test_fraction": 0.3}, stages=[], quantize=None)
     result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs")
     assert result.exit_code == 0, result.output[-2000:]
-    results = json.loads(next((tmp_path / "runs" / "small").glob("2*/results.json")).read_text())
+    results = printed_results(result.stdout)
     assert results["data"]["calibration"] == 1
     onnx_path = next((tmp_path / "runs" / "small").glob("2*/artifacts/original.onnx*/model.onnx"), None) or \
         next((tmp_path / "runs" / "small").glob("2*/**/model.onnx"))

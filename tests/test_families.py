@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.conftest import printed_results
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK_LATENCY = {"warmup": 1, "min_runs": 3, "min_seconds": 0.0, "threads": [1]}
@@ -19,8 +20,7 @@ def _shipped(name: str) -> dict[str, Any]:
 def _run(cli: Any, write_recipe: Any, recipe: dict[str, Any], out: Path) -> dict[str, Any]:
     result = cli("run", write_recipe(recipe), "--out", out)
     assert result.exit_code == 0, result.output[-3000:]
-    folder = next(p for p in (out / recipe["name"]).glob("2*") if not p.name.endswith(".failed"))
-    return json.loads((folder / "results.json").read_text())
+    return printed_results(result.stdout)
 
 
 def test_mobilenet_recipe_prunes_depthwise_blocks_end_to_end(cli, write_recipe, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import compress, install_plugin, small_recipe
+from tests.conftest import compress, install_plugin, printed_run, small_recipe
 
 SOURCE = Path(__file__).parent / "plugins" / "compress-torchscript-plugin"
 FAST = {"warmup": 0, "min_runs": 3, "min_seconds": 0.0, "threads": [1]}
@@ -43,7 +43,7 @@ def test_a_run_exports_and_verifies_the_plugin_format_with_parity(plugin: Path, 
     out = tmp_path / "runs"
     done = compress(plugin, "run", _recipe(tmp_path), "--out", out, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    folder = Path(done.stdout.strip().splitlines()[-1].removeprefix("results: ")).parent
+    folder = printed_run(done.stdout)
     results = json.loads((folder / "results.json").read_text())
     artifacts = {a["name"]: a for a in results["artifacts"]}
     for name in ("original.torchscript", "distill.torchscript"):

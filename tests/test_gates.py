@@ -30,7 +30,7 @@ from compress.gates import (
     robust_p50,
 )
 from compress.results import Results
-from tests.conftest import small_recipe
+from tests.conftest import printed_run, small_recipe
 
 NAN = float("nan")
 INT8 = "distill.int8.onnx"
@@ -602,11 +602,6 @@ def test_register_adds_both_commands():
 
 # --- end to end --------------------------------------------------------------------------------
 
-def _latest_run(out: Path) -> Path:
-    return sorted(p for p in (out / "small").iterdir() if p.is_dir() and p.name[0].isdigit()
-                  and not p.name.endswith(".failed"))[-1]
-
-
 @pytest.mark.slow
 def test_a_real_run_its_baseline_a_harmful_change_and_a_crash(cli, write_recipe, tmp_path: Path):
     # int8 of the wrecked model below agrees less with its own fp32 parent (0.93 here): a looser parity
@@ -615,8 +610,9 @@ def test_a_real_run_its_baseline_a_harmful_change_and_a_crash(cli, write_recipe,
                                                "latency": {"warmup": 0, "min_runs": 3, "min_seconds": 0},
                                                "parity": {"int8": {"min_cosine": 0.9, "min_agreement": 0.8}}}))
     out = tmp_path / "runs"
-    assert cli("run", recipe, "--out", out).exit_code == 0
-    first = _latest_run(out)
+    run = cli("run", recipe, "--out", out)
+    assert run.exit_code == 0, run.stderr
+    first = printed_run(run.stdout)
     baseline = tmp_path / "baseline.json"
     assert _invoke(baseline_command, first, "--out", baseline).exit_code == 0
     same = _invoke(gate_command, first, "--baseline", baseline)
@@ -625,7 +621,7 @@ def test_a_real_run_its_baseline_a_harmful_change_and_a_crash(cli, write_recipe,
     # a learning rate that wrecks distillation: the distilled model and its int8 lose most of their top-1
     harmful = cli("run", recipe, "--out", out, "--resume", "--set", "stages[1].distill.lr=5")
     assert harmful.exit_code == 0, harmful.stderr
-    second = _latest_run(out)
+    second = printed_run(harmful.stdout)
     assert second != first
     worse = _invoke(gate_command, second, "--baseline", baseline)
     assert worse.exit_code == 1

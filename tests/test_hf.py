@@ -4,7 +4,6 @@ with random weights, built from a config.json: no download)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import torch
 
 from compress.recipe import load_recipe
 from compress.runtimes.backends.torch_adapter import Adapted, select_output
+from tests.conftest import printed_results, printed_run
 
 transformers = pytest.importorskip("transformers")
 
@@ -66,8 +66,8 @@ def _bert_recipe(folder: Path, **changes: Any) -> dict[str, Any]:
     return recipe
 
 
-def _results(root: Path, name: str) -> dict[str, Any]:
-    return json.loads(next((root / "runs" / name).glob("2*/results.json")).read_text())
+def _results(result: Any) -> dict[str, Any]:
+    return printed_results(result.stdout)
 
 
 # --- the adapter ------------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def test_bert_with_three_inputs_prunes_heads_and_keeps_parity_in_every_format(cl
     recipe["verify"]["runtimes"] = ["torch", "onnxruntime", "openvino", "litert"]
     result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs")
     assert result.exit_code == 0, result.output + result.stderr
-    results = _results(tmp_path, "tiny-bert")
+    results = _results(result)
     prune = next(s for s in results["stages"] if s["name"] == "prune")
     assert prune["info"]["attention_heads"] == [2, 2]  # half of the 4 heads of each layer
     formats = {a["format"] for a in results["artifacts"]}
@@ -233,7 +233,7 @@ def test_bert_with_three_inputs_prunes_heads_and_keeps_parity_in_every_format(cl
     # The pruned model reloads from its artifact in its pruned shape, and the ONNX export keeps the
     # batch and the sequence dynamic: a shorter sequence gives torch's outputs.
     by_name = {a["name"]: a for a in results["artifacts"]}
-    run = next((tmp_path / "runs" / "tiny-bert").glob("2*/results.json")).parent
+    run = printed_run(result.stdout)
     pruned = load_torch_artifact(run / by_name["distill"]["path"])
     assert [layer.attention.self.num_attention_heads for layer in pruned.model.bert.encoder.layer] == [2, 2]
     with np.load(tmp_path / "data.npz") as archive:
@@ -306,7 +306,7 @@ def test_a_vit_from_its_config_on_digits_prunes_heads_and_exports(cli, write_rec
     }
     result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs")
     assert result.exit_code == 0, result.output + result.stderr
-    results = _results(tmp_path, "tiny-vit")
+    results = _results(result)
     assert next(s for s in results["stages"] if s["name"] == "prune")["info"]["attention_heads"] == [2, 2]
     by = {(m["artifact"], m["runtime"]): m for m in results["measurements"]}
     assert by[("original.onnx", "onnxruntime")]["metric"]["top1"] > 0.6  # ten digits: chance is 0.1
@@ -326,7 +326,7 @@ def test_a_feature_extractor_is_scored_as_an_embedding(cli, write_recipe, tmp_pa
     del recipe["model"]["train"]
     result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs")
     assert result.exit_code == 0, result.output + result.stderr
-    results = _results(tmp_path, "tiny-bert")
+    results = _results(result)
     by = {(m["artifact"], m["runtime"]): m for m in results["measurements"]}
     assert by[("original.onnx", "onnxruntime")]["metric"]["cosine"] == pytest.approx(1.0, abs=1e-5)
     int8 = by[("distill.int8.onnx", "onnxruntime")]

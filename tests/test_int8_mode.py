@@ -17,7 +17,7 @@ from compress.int8_mode import choose_mode
 from compress.recipe import load_recipe
 from compress.zoo.digits import DigitsCNN
 from compress.zoo.sequence import DigitsGRU
-from tests.conftest import small_recipe
+from tests.conftest import printed_run, small_recipe
 
 
 class Linear(nn.Module):
@@ -98,7 +98,7 @@ def test_a_run_records_the_mode_chosen_and_why(cli, tmp_path: Path) -> None:
                  "--set", "verify.latency={warmup: 0, min_runs: 2, min_seconds: 0}")
     assert result.exit_code in (0, 1), result.stderr  # 1: a parity or gate verdict, not a crash
     assert "int8 mode dynamic (quantize.mode auto)" in result.stderr  # progress goes to stderr
-    run = Path(result.stdout.strip().splitlines()[-1].removeprefix("results: ")).parent
+    run = printed_run(result.stdout)
     results = json.loads((run / "results.json").read_text())
     quantized = next(a for a in results["artifacts"] if a["lineage"][-1].startswith("quantize."))
     assert quantized["info"]["mode"] == "dynamic" and "attention" in quantized["info"]["mode_chosen_because"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from compress.data.text import ALPHABET, VOCAB_SIZE, decode, default_corpus, enc
 from compress.errors import InputError
 from compress.recipe import load_recipe
 from compress.zoo.lm import TinyGPT, tiny_gpt
+from tests.conftest import printed_results
 
 
 def _lm_recipe(context: int = 32, **changes):
@@ -147,7 +147,7 @@ def test_lm_end_to_end(tmp_path, write_recipe, corpus, cli):
     path = write_recipe(recipe)
     result = cli("run", path, "--out", tmp_path / "runs")
     assert result.exit_code == 0, result.output
-    results = json.loads(next((tmp_path / "runs" / "lm-small").glob("2*/results.json")).read_text())
+    results = printed_results(result.stdout)
     ok = [m for m in results["measurements"] if m["status"] == "ok"]
     runtimes_of = {"torch": {"torch"}, "onnx": {"onnxruntime", "openvino"}, "openvino": {"openvino"},
                    "tflite": {"litert"}}
@@ -175,7 +175,7 @@ def test_lm_runs_are_reproducible(tmp_path, write_recipe, corpus, cli):
     for out in ("first", "second"):
         result = cli("run", path, "--out", tmp_path / out)
         assert result.exit_code == 0, result.output
-        results = json.loads(next((tmp_path / out / "lm-small").glob("2*/results.json")).read_text())
+        results = printed_results(result.stdout)
         figures.append({(m["artifact"], m["runtime"]): m["metric"] for m in results["measurements"]})
     assert ("original", "torch") in figures[0] and ("original.onnx", "onnxruntime") in figures[0]
     assert figures[0] == figures[1]

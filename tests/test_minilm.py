@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from compress.zoo.minilm import SelfAttention, minilm_l6, sentences, tokenize, topics
-from tests.conftest import small_recipe
+from tests.conftest import printed_run, small_recipe
 
 TEXTS = ["A man is eating food.", "The quarterly report shows revenue growth of 12 percent.",
          "Where is the nearest train station?", "hello"]
@@ -105,7 +105,7 @@ def test_embedding_family_end_to_end(cli, write_recipe, tmp_path):
     recipe["verify"]["parity"] = {"int8": {"min_cosine": 0.99, "min_agreement": 0.99}}
     result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs")
     assert result.exit_code == 0, result.output[-2000:]
-    folder = next((tmp_path / "runs" / "minilm-small").glob("2*"))
+    folder = printed_run(result.stdout)
     results = json.loads((folder / "results.json").read_text())
     assert results["task"]["kind"] == "embedding"
     by_name = {a["name"]: a for a in results["artifacts"]}

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import printed_run
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -18,7 +20,7 @@ def test_quickstart_meets_its_targets(tmp_path):
                            "--out", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "distill.int8.onnx" in done.stdout  # the table is printed
-    results_file = next((tmp_path / "quickstart").glob("*/results.json"))
+    results_file = printed_run(done.stdout) / "results.json"
     results = json.loads(results_file.read_text())
     artifacts = {a["name"]: a for a in results["artifacts"]}
     top1 = {(m["artifact"], m["runtime"]): m["metric"]["top1"] for m in results["measurements"]}

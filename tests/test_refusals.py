@@ -7,7 +7,7 @@ import json
 import torch
 
 from compress.errors import unsupported_op
-from tests.conftest import small_recipe
+from tests.conftest import printed_run, small_recipe
 
 MODELS = '''
 import torch
@@ -44,7 +44,7 @@ def test_refused_formats_are_recorded_and_the_rest_completes(cli, write_recipe, 
     out = tmp_path / "runs"
     result = cli("run", write_recipe(recipe), "--out", out)
     assert result.exit_code == 0, result.stderr
-    folder = next(p for p in (out / "small").iterdir() if p.name[0].isdigit() and not p.name.endswith(".failed"))
+    folder = printed_run(result.stdout)
     results = json.loads((folder / "results.json").read_text())
     refused = {(r["format"], r["stage"]): r for r in results["refusals"]}
     assert set(refused) == {("onnx", "export.onnx"), ("tflite", "export.tflite")}

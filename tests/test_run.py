@@ -9,25 +9,17 @@ from pathlib import Path
 import onnx
 import pytest
 
-from tests.conftest import small_recipe
+from tests.conftest import printed_run, small_recipe
 
 
 def _run(cli, recipe: Path, out: Path, *extra: str):
     return cli("run", recipe, "--out", out, *extra)
 
 
-def _results(out: Path, name: str = "small") -> tuple[Path, dict]:
-    runs = sorted(p for p in (out / name).iterdir() if p.is_dir() and p.name[0].isdigit()
-                  and not p.name.endswith(".failed"))
-    folder = runs[-1]
-    return folder, json.loads((folder / "results.json").read_text())
-
-
 def _printed(result) -> tuple[Path, dict]:
     """The run folder a run printed (`results: <folder>/results.json`), and its results."""
-    line = next(line for line in result.stdout.splitlines() if line.startswith("results: "))
-    path = Path(line.removeprefix("results: "))
-    return path.parent, json.loads(path.read_text())
+    folder = printed_run(result.stdout)
+    return folder, json.loads((folder / "results.json").read_text())
 
 
 def _hashes(folder: Path, results: dict) -> dict[str, str]:
@@ -57,7 +49,7 @@ def finished_run(tmp_path_factory) -> tuple[Path, dict]:
     recipe.write_text(yaml.safe_dump(small_recipe()))
     result = CliRunner().invoke(main, ["run", str(recipe), "--out", str(root / "runs")], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
-    return _results(root / "runs")
+    return _printed(result)
 
 
 def test_run_folder_holds_everything(finished_run):
@@ -203,8 +195,9 @@ def test_same_recipe_twice_gives_the_same_accuracy(cli, write_recipe, tmp_path):
                                                "latency": {"warmup": 0, "min_runs": 1, "min_seconds": 0}}))
     scores = []
     for out in (tmp_path / "a", tmp_path / "b"):
-        assert _run(cli, recipe, out).exit_code == 0
-        scores.append([m["metric"]["top1"] for m in _results(out)[1]["measurements"]])
+        result = _run(cli, recipe, out)
+        assert result.exit_code == 0
+        scores.append([m["metric"]["top1"] for m in _printed(result)[1]["measurements"]])
     assert scores[0] == scores[1]
 
 
@@ -238,7 +231,7 @@ def test_a_parity_failure_is_reported_by_artifact_and_runtime(cli, write_recipe,
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: parity failed: original.int8.onnx on onnxruntime (local, 1t): max abs error ")
     assert last.endswith("> 1e-09 (and 1 more)")  # the same artifact on OpenVINO
-    _, results = _results(out)
+    _, results = _printed(result)
     checks = {(m["artifact"], m["runtime"]): m["parity"] for m in results["measurements"]}
     assert checks[("original.onnx", "onnxruntime")]["passed"]
     assert checks[("original.onnx", "openvino")]["passed"]
@@ -256,7 +249,7 @@ def test_recipe_gates_are_checked_at_the_end_of_the_run(cli, write_recipe, tmp_p
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
         "error: gate failed: original.int8.onnx: size ")
-    _, results = _results(out)
+    _, results = _printed(result)
     gates = {(g["gate"], g["artifact"]): g["passed"] for g in results["summary"]["gates"]}
     assert gates[("max_size_mb", "original.int8.onnx")] is False
     assert gates[("max_accuracy_drop", "original.int8.onnx")] is True

@@ -9,7 +9,7 @@ import pytest
 
 from compress import metrics, tasks
 from compress.budget import Budget, drop
-from tests.conftest import small_recipe
+from tests.conftest import printed_results, printed_run, small_recipe
 
 
 def test_perplexity_of_uniform_and_confident_logits():
@@ -81,7 +81,7 @@ def test_lstm_pruning_is_refused_with_a_clear_message(cli, write_recipe, tmp_pat
 def test_lstm_pruning_is_skipped_when_the_recipe_allows_it(cli, write_recipe, tmp_path):
     result = cli("run", write_recipe(_lstm_recipe("skip")), "--out", tmp_path / "runs")
     assert result.exit_code == 0, result.output[-2000:]
-    folder = next((tmp_path / "runs" / "small").glob("2*"))
+    folder = printed_run(result.stdout)
     results = json.loads((folder / "results.json").read_text())
     prune = next(a for a in results["artifacts"] if a["name"] == "prune")
     assert "torch-pruning cannot prune the hidden units" in prune["info"]["skipped"]
@@ -101,7 +101,7 @@ def test_a_recurrent_layer_left_in_float_is_said_and_labels_the_artifact_mixed(c
                                 "lstm in float; quantize.mode: dynamic puts them in int8\n")
     result = cli("run", path, "--out", tmp_path / "runs")
     assert result.exit_code == 0, result.output[-2000:]
-    folder = next((tmp_path / "runs" / "small").glob("2*"))
+    folder = printed_run(result.stdout)
     results = json.loads((folder / "results.json").read_text())
     assert results["refusals"] == []  # nothing was refused: the artifact exists, labelled for what it is
     mixed = next(a for a in results["artifacts"] if a["lineage"][-1] == "quantize.onnxruntime")
@@ -116,7 +116,7 @@ def test_a_recurrent_layer_left_in_float_is_said_and_labels_the_artifact_mixed(c
     recipe["verify"]["parity"] = {"int8": {"min_cosine": 0.9, "min_agreement": 0.7}}
     result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs2")
     assert result.exit_code == 0, result.output[-2000:]
-    results = json.loads((next((tmp_path / "runs2" / "small").glob("2*")) / "results.json").read_text())
+    results = printed_results(result.stdout)
     int8 = next(a for a in results["artifacts"] if a["name"] == "original.int8.onnx")
     assert int8["precision"] == "int8" and int8["info"]["left_in_float"] == {}
     assert int8["info"]["int8_macs_share"] == 1.0 and int8["info"]["int8_weights_share"] == 1.0
@@ -128,7 +128,7 @@ def test_accuracy_aware_int8_scores_an_embedding_model_by_cosine_to_the_original
     recipe["verify"]["runtimes"] = ["onnxruntime"]
     result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs")
     assert result.exit_code == 0, result.output[-2000:]
-    results = json.loads((next((tmp_path / "runs" / "small").glob("2*")) / "results.json").read_text())
+    results = printed_results(result.stdout)
     search = next(a for a in results["artifacts"] if a["name"] == "original.int8.onnx")["info"]["accuracy_aware"]
     # the fp32 parent is the original itself: its cosine to the original on the calibration split is 1
     assert search["validation_metric_fp32"] == pytest.approx(1.0, abs=1e-5)
