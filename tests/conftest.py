@@ -225,3 +225,23 @@ def eventually(condition: Callable[[], bool], what: str, within_s: float = 60.0)
     while not condition():
         assert time.monotonic() < deadline, f"{what} did not happen within {within_s:g} s"
         time.sleep(0.1)
+
+
+def kept_outputs(folder: Path, artifact: str, runtime: str, target: str = "local") -> Any:
+    """The outputs a measurement kept (`verify/<artifact>.<runtime>.<target>.npz` in a run folder)."""
+    import numpy as np
+
+    with np.load(folder / "verify" / f"{artifact}.{runtime}.{target}.npz", allow_pickle=False) as archive:
+        return archive["output_0"]
+
+
+def plain_cosine(outputs: Any, reference: Any) -> float:
+    """Mean per-sample cosine, written out in plain numpy (independent of compress.tasks); for live
+    outputs only: it refuses zero vectors rather than guess what they score."""
+    import numpy as np
+
+    a = outputs.reshape(len(outputs), -1).astype(np.float64)
+    b = reference.reshape(len(reference), -1).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    assert (norms > 0).all(), "a zero output vector: not a live model"
+    return float(np.mean((a * b).sum(axis=1) / norms))

@@ -92,12 +92,32 @@ def test_torch_without_cuda_is_refused(tmp_path):
     assert response["status"] == "failed" and "has no CUDA device" in response["error"]
 
 
+def _smi_gpu(index: int) -> dict:
+    query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader,nounits"]
+    line = subprocess.run([*query, "-i", str(index)], capture_output=True, text=True, check=True).stdout.strip()
+    name, driver, memory = (part.strip() for part in line.split(","))
+    return {"index": index, "name": name, "driver": driver, "memory_mb": int(float(memory))}
+
+
 @needs_gpu
-def test_cuda_target_prepares_and_records_the_gpu():
+def test_cuda_target_prepares_and_names_the_gpus():
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=True).stdout.splitlines()
     target = resolve("cuda:0")
-    target.prepare()
-    with pytest.raises(TargetError, match="this machine has"):
-        resolve(f"cuda:{_gpu_count()}").prepare()
+    assert target.gpus() == [line for line in listed if line.startswith("GPU ")] != []
+    target.prepare()  # GPU 0 is there: no error
+    count = _gpu_count()
+    with pytest.raises(TargetError) as caught:
+        resolve(f"cuda:{count}").prepare()
+    assert str(caught.value) == (f"target cuda:{count}: this machine has {count} CUDA GPU(s): "
+                                 + ", ".join(f"cuda:{i}" for i in range(count)))
+
+
+@needs_gpu
+def test_the_agent_records_the_gpu_it_ran_on():
+    from compress.runtimes.agent import describe_device
+
+    device = describe_device("cuda:0")
+    assert device["gpu"] == _smi_gpu(0)  # name, driver and memory as nvidia-smi reports them
 
 
 @needs_gpu
@@ -107,8 +127,7 @@ def test_onnx_on_the_gpu(cli, onnx_file):
                  "--min-seconds", "0")
     assert result.exit_code == 0, result.stderr
     row = json.loads(result.stdout)[0]
-    assert row["runtime"]["device"] == "cuda:0" and row["device"]["gpu"]["name"]
-    assert row["device"]["gpu"]["driver"]
+    assert row["runtime"]["device"] == "cuda:0" and row["device"]["gpu"] == _smi_gpu(0)
 
 
 @needs_gpu
@@ -122,4 +141,4 @@ def test_torch_on_the_gpu(tmp_path):
     torch.export.save(torch.export.export(DigitsCNN(width=8).eval(), (torch.rand(1, 1, 8, 8),)), str(program))
     response = measure(resolve("cuda:0"), _request(program, "torch"), 120)
     assert response["ok"], response
-    assert response["runtime"]["device"] == "cuda:0" and response["device"]["gpu"]["name"]
+    assert response["runtime"]["device"] == "cuda:0" and response["device"]["gpu"] == _smi_gpu(0)

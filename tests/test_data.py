@@ -181,18 +181,23 @@ def test_an_npy_file_given_as_npz_is_an_input_error(tmp_path: Path) -> None:
     assert caught.value.field == "data.path"
 
 
-def test_labels_with_a_class_too_rare_to_stratify_do_not_crash(tmp_path: Path) -> None:
-    """A class with a single sample cannot be stratified; the split must still succeed (or be
-    refused with an InputError), never surface a raw scikit-learn ValueError."""
+def test_labels_with_a_class_too_rare_to_stratify_are_split_plainly(tmp_path: Path) -> None:
+    """A class with a single sample cannot be stratified (scikit-learn raises): the split falls back
+    to a plain seeded one, every sample in exactly one split with its own label."""
     x, _ = _images(100)
+    x[:, 0, 0, 0] = np.arange(100)  # each sample carries its own index
     y = np.array([0] * 50 + [1] * 49 + [2])
     np.savez(tmp_path / "data.npz", x=x, y=y)
     loaded = _recipe(tmp_path, {"source": "npz", "path": "data.npz"})
-    try:
-        splits = load_data(loaded)
-    except InputError:
-        return
-    assert len(splits.train) + len(splits.calibration) + len(splits.test) == 100
+    splits = load_data(loaded)
+    parts = (splits.train, splits.calibration, splits.test)
+    assert [len(part) for part in parts] == [70, 10, 20]  # the default fractions 0.1 and 0.2
+    ids = [part.x[:, 0, 0, 0].astype(int) for part in parts]
+    assert sorted(np.concatenate(ids).tolist()) == list(range(100))  # a partition: none lost, none twice
+    for part, index in zip(parts, ids, strict=True):
+        assert np.array_equal(part.y, y[index])  # labels travel with their samples
+    again = load_data(loaded)
+    assert np.array_equal(again.test.x, splits.test.x)  # seeded: the same split every time
 
 
 # --- callable -----------------------------------------------------------------------------------

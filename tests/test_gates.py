@@ -556,7 +556,8 @@ def test_bad_results_baseline_or_usage_is_exit_2(tmp_path: Path):
     assert _invoke(baseline_command, run, "--out", baseline).exit_code == 0
 
     nothing = _invoke(gate_command, run)
-    assert nothing.exit_code == 2 and "nothing to check" in nothing.stderr
+    assert (nothing.exit_code, nothing.stderr) == (
+        2, "error: nothing to check: give --gates GATES.yaml and/or --baseline BASELINE.json\n")
     missing = _invoke(gate_command, tmp_path / "nope", "--baseline", baseline)
     assert missing.exit_code == 2 and missing.stderr == f"error: {tmp_path}/nope: results file not found\n"
 
@@ -567,11 +568,17 @@ def test_bad_results_baseline_or_usage_is_exit_2(tmp_path: Path):
     assert result.stderr.startswith(f"error: {tmp_path}/broken/results.json: measurements[1].status: must be ")
 
     (tmp_path / "bad.json").write_text("{not json")
-    assert _invoke(gate_command, run, "--baseline", tmp_path / "bad.json").exit_code == 2
+    bad = _invoke(gate_command, run, "--baseline", tmp_path / "bad.json")
+    assert (bad.exit_code, bad.stderr) == (2, f"error: {tmp_path}/bad.json: invalid JSON: key must be a string at "
+                                              "line 1 column 2 (got '{not json')\n")
     (tmp_path / "old.json").write_text(json.dumps({**json.loads(baseline.read_text()), "schema_version": 9}))
     stale = _invoke(gate_command, run, "--baseline", tmp_path / "old.json")
-    assert stale.exit_code == 2 and "old.json: schema_version: " in stale.stderr
-    assert _invoke(gate_command, run, "--baseline", baseline, "--size-tolerance", -1).exit_code == 2
+    assert (stale.exit_code, stale.stderr) == (2, f"error: {tmp_path}/old.json: schema_version: must be 1 (got 9)\n")
+    negative = _invoke(gate_command, run, "--baseline", baseline, "--size-tolerance", -1)
+    assert negative.exit_code == 2 and negative.stdout == ""
+    assert negative.stderr.endswith("Error: Invalid value for '--size-tolerance': -1.0 is not in the range x>=0.\n")
+    # every refusal above wrote nothing: no JUnit, no Markdown, no new baseline
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "bad.json", "broken", "old.json", "run"]
 
 
 def test_an_incomplete_run_exits_3_and_writes_no_baseline(tmp_path: Path):

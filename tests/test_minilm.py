@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from compress.zoo.minilm import SelfAttention, minilm_l6, sentences, tokenize, topics
-from tests.conftest import printed_run, small_recipe
+from tests.conftest import kept_outputs, plain_cosine, printed_run, small_recipe
 
 TEXTS = ["A man is eating food.", "The quarterly report shows revenue growth of 12 percent.",
          "Where is the nearest train station?", "hello"]
@@ -113,7 +113,18 @@ def test_embedding_family_end_to_end(cli, write_recipe, tmp_path):
     assert by_name["distill"]["info"]["frozen_parameters"] == 1
     assert by_name["distill.int8.onnx"]["info"]["quantizer"] == "onnxruntime.quantize_dynamic"
     rows = {(m["artifact"], m["runtime"]): m for m in results["measurements"]}
-    assert rows[("original", "torch")]["metric"]["cosine"] == pytest.approx(1.0, abs=1e-6)
+    # every figure recomputed in plain numpy from the outputs the measurements kept
+    original = kept_outputs(folder, "original", "torch")
+    assert original.shape == (64, 384) and np.ptp(original, axis=0).max() > 0  # live embeddings
+    for (artifact, runtime), m in rows.items():
+        outputs = kept_outputs(folder, artifact, runtime)
+        assert m["metric"]["cosine"] == pytest.approx(plain_cosine(outputs, original), abs=1e-6), (artifact, runtime)
+    distilled = kept_outputs(folder, "distill", "torch")
+    assert rows[("distill", "torch")]["metric"]["cosine"] < 0.999  # pruned: not the original's outputs
+    int8 = kept_outputs(folder, "distill.int8.onnx", "onnxruntime")
+    assert rows[("distill.int8.onnx", "onnxruntime")]["parity"]["cosine"] == pytest.approx(
+        plain_cosine(int8, distilled), abs=1e-6)
+    assert plain_cosine(int8, distilled) < 1 - 1e-6  # int8 moved the vectors, a little
     for (artifact, runtime), m in rows.items():
         assert m["status"] == "ok", (artifact, runtime, m["error"])
         assert m["agreement"] == pytest.approx(m["metric"]["cosine"])  # agreement of an embedding is its cosine

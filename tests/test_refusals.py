@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 
-import torch
-
 from compress.errors import unsupported_op
 from tests.conftest import printed_run, small_recipe
 
 MODELS = '''
 import torch
+
 
 class Inverts(torch.nn.Module):
     """torch.linalg.inv: OpenVINO converts it; the ONNX and TFLite converters here do not."""
@@ -57,4 +56,6 @@ def test_refused_formats_are_recorded_and_the_rest_completes(cli, write_recipe, 
                                                                 "original.int8.openvino"}
     table = (folder / "table.txt").read_text()
     assert "REFUSED onnx for original at export.onnx (operator aten.linalg" in table
-    assert torch.linalg.inv(torch.eye(2)).shape == (2, 2)  # the op itself is fine in torch
+    # what OpenVINO did convert computes the inverse: its outputs are torch's
+    fp32 = next(m for m in results["measurements"] if m["artifact"] == "original.openvino")
+    assert fp32["status"] == "ok" and fp32["parity"]["passed"] and fp32["parity"]["cosine"] > 0.9999

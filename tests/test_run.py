@@ -6,10 +6,11 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
-from tests.conftest import printed_run, small_recipe
+from tests.conftest import kept_outputs, plain_cosine, printed_run, small_recipe
 
 
 def _run(cli, recipe: Path, out: Path, *extra: str):
@@ -53,12 +54,43 @@ def finished_run(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def test_run_folder_holds_everything(finished_run):
-    folder, _ = finished_run
-    for name in ("results.json", "table.txt", "recipe.resolved.yaml", "versions.json", "run.log"):
-        assert (folder / name).is_file(), name
+    import platform
+    from importlib.metadata import version
+
+    import yaml
+
+    from compress.recipe import Recipe
+    from compress.report import render_table
+    from compress.results import Results
+
+    folder, results = finished_run
+    assert sorted(p.name for p in folder.iterdir()) == ["artifacts", "recipe.resolved.yaml", "results.json",
+                                                        "run.log", "table.txt", "verify", "versions.json"]
+    assert sorted(p.name for p in (folder / "verify").iterdir()) == sorted(
+        ["inputs.npz"] + [f"{m['artifact']}.{m['runtime']}.local.npz" for m in results["measurements"]])
+    # every artifact the results name is in the run folder, and nothing else is
+    assert sorted(p.name for p in (folder / "artifacts").iterdir()) == sorted(
+        Path(a["path"]).parts[1] for a in results["artifacts"])
+    assert all((folder / a["path"]).exists() for a in results["artifacts"])
+    # the table a person reads is the one results.json renders to
+    assert (folder / "table.txt").read_text() == render_table(Results.model_validate(results))
+    # the resolved recipe is the recipe as written, every default filled in and quantize.mode auto resolved
+    resolved = yaml.safe_load((folder / "recipe.resolved.yaml").read_text())
+    written = Recipe.model_validate(small_recipe()).model_dump(mode="json")
+    assert written["quantize"]["mode"] == "auto" and resolved["quantize"]["mode"] == "static"  # a CNN: static
+    written["quantize"]["mode"] = "static"
+    assert resolved == written
+    assert resolved["stages"][0]["prune"]["target_macs_ratio"] == 0.6
+    # versions are the installed ones, read here independently
     versions = json.loads((folder / "versions.json").read_text())
-    assert {"torch", "onnxruntime", "numpy", "torch-pruning", "python"} <= set(versions)
-    assert not list(folder.parent.glob(".*.partial"))
+    assert versions["python"] == platform.python_version()
+    for name in ("torch", "onnxruntime", "numpy", "torch-pruning", "onnx"):
+        assert versions[name] == version(name), name
+    assert results["versions"] == versions
+    log = (folder / "run.log").read_text()
+    assert f"run {results['run_id']} of " in log
+    # beside the run: its cache and the output folder's lock, nothing half-written
+    assert sorted(p.name for p in folder.parent.iterdir()) == [".lock", folder.name, "cache"]
 
 
 def test_every_artifact_is_verified_on_each_runtime_that_loads_it(finished_run):
@@ -80,6 +112,24 @@ def test_every_artifact_is_verified_on_each_runtime_that_loads_it(finished_run):
     for artifact in results["artifacts"]:
         assert (folder / artifact["path"]).exists()
         assert artifact["size_bytes"] > 0 and len(artifact["sha256"]) == 64
+
+
+def test_agreement_and_parity_are_what_the_kept_outputs_give(finished_run):
+    """Recomputed here in plain numpy from the outputs each measurement kept, not with compress's code."""
+    folder, results = finished_run
+    original = kept_outputs(folder, "original", "torch")
+    assert original.shape == (len(original), 10) and original.std(axis=0).min() > 0  # a live model
+    for m in results["measurements"]:
+        outputs = kept_outputs(folder, m["artifact"], m["runtime"])
+        assert m["agreement"] == pytest.approx(float(np.mean(outputs.argmax(1) == original.argmax(1))), abs=1e-12)
+    int8 = next(m for m in results["measurements"] if m["artifact"] == "distill.int8.onnx")
+    parent = kept_outputs(folder, "distill", "torch")  # the torch model it was made from
+    quantized = kept_outputs(folder, "distill.int8.onnx", "onnxruntime").astype(np.float64)
+    cosine = plain_cosine(quantized, parent)
+    assert int8["parity"]["cosine"] == pytest.approx(cosine, abs=1e-6)
+    assert int8["parity"]["max_abs_error"] == pytest.approx(np.abs(quantized - parent).max(), rel=1e-4)
+    assert 0.9 < cosine < 1 - 1e-6  # int8 changed the outputs, a little
+    assert int8["parity"]["agreement"] == pytest.approx(np.mean(quantized.argmax(1) == parent.argmax(1)))
 
 
 def test_original_agrees_with_itself_and_onnx_matches_torch(finished_run):
