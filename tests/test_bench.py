@@ -106,3 +106,30 @@ def test_missing_and_unknown_files(cli, models, tmp_path):
     assert (missing_bin.exit_code, missing_bin.stderr) == (
         2, f"error: {lonely}: lonely.bin (the weights of this IR) is missing\n")
     assert not list(tmp_path.glob("*.npz"))  # nothing was measured, nothing written
+
+
+def test_a_model_whose_external_data_leads_outside_its_folder_is_refused_before_loading(cli, tmp_path):
+    import numpy as np
+    import onnx
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(16, dtype=np.float32).tobytes())  # a file that is not the model's
+    weight = onnx.numpy_helper.from_array(np.zeros(16, dtype=np.float32), "w")
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Add", ["input", "w"], ["y"])], "g",
+                                   [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 16])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16])], [weight])
+    folder = tmp_path / "model"
+    folder.mkdir()
+    onnx.save(onnx.helper.make_model(graph), str(folder / "model.onnx"), save_as_external_data=True,
+              location="w.bin", size_threshold=0)
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    for entry in model.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = "../secret.bin"
+    onnx.save(model, str(folder / "model.onnx"))
+    result = cli("bench", folder / "model.onnx", "--json", *FAST)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: {folder / 'model.onnx'}: ")
+    assert "outside the model's folder" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "secret.bin"]  # nothing measured, nothing written

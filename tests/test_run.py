@@ -319,3 +319,67 @@ def test_bad_gates_are_recipe_errors(cli, write_recipe):
         assert result.exit_code == 2, result.output
         assert result.stderr.startswith(f"error: {path}:"), result.stderr
         assert f"{section}.max_accuracy_drop: " in result.stderr and "would pass anything" in result.stderr
+
+
+NET = '''
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.linear(x.flatten(1))
+'''
+
+
+def _cached_original(cli, recipe: Path, out: Path) -> bool:
+    result = _run(cli, recipe, out, "--resume")
+    assert result.exit_code == 0, result.output[-2000:]
+    _, results = _printed(result)
+    return next(s["cached"] for s in results["stages"] if s["name"] == "original")
+
+
+@pytest.mark.parametrize("change", ["factory source", "training data", "weights file"])
+def test_resume_rebuilds_the_original_when_its_source_its_data_or_its_weights_change(cli, write_recipe, tmp_path,
+                                                                                      change):
+    from safetensors.torch import save_file
+    from sklearn.datasets import load_digits
+
+    (tmp_path / "cachenet.py").write_text(NET)
+    digits = load_digits()
+    x, y = (digits.images[:, None] / 16.0).astype(np.float32), digits.target.astype(np.int64)
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    model = {"factory": "cachenet:Net", "input": {"name": "input", "shape": [1, 1, 8, 8], "dtype": "float32"}}
+    if change == "weights file":
+        save_file(_net_state(), tmp_path / "w.safetensors")
+        model["weights"] = "w.safetensors"
+    else:
+        model["train"] = {"epochs": 1, "lr": 0.01, "batch_size": 64}
+    recipe = write_recipe(small_recipe(model=model, data={"source": "npz", "path": "data.npz", "batch_size": 64},
+                                       stages=[], quantize=None, export=[],
+                                       verify={"runtimes": ["torch"], "latency": {"warmup": 0, "min_runs": 1,
+                                                                                  "min_seconds": 0}}))
+    out = tmp_path / "runs"
+    assert _run(cli, recipe, out).exit_code == 0
+    assert _cached_original(cli, recipe, out)  # nothing changed: reused
+    if change == "factory source":
+        (tmp_path / "cachenet.py").write_text(NET + "\n# edited\n")
+    elif change == "training data":
+        x[0, 0, 0, 0] += 0.5  # one pixel of one image
+        np.savez(tmp_path / "data.npz", x=x, y=y)
+    else:
+        state = _net_state()
+        state["linear.bias"][0] += 1.0
+        save_file(state, tmp_path / "w.safetensors")
+    assert not _cached_original(cli, recipe, out)  # rebuilt
+    assert _cached_original(cli, recipe, out)  # and reused from then on
+
+
+def _net_state() -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    return {"linear.weight": torch.randn(10, 64) * 0.1, "linear.bias": torch.zeros(10)}
