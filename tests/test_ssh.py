@@ -26,8 +26,9 @@ from tests.conftest import eventually, measure, printed_run, small_recipe
 
 SSHD = "/usr/sbin/sshd"
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(not os.path.exists(SSHD) or shutil.which("ssh") is None,
-                                reason="OpenSSH server not installed (apt-get install openssh-server)")
+pytestmark = [pytest.mark.sshd,
+              pytest.mark.skipif(not os.path.exists(SSHD) or shutil.which("ssh") is None,
+                                 reason="OpenSSH server not installed (apt-get install openssh-server)")]
 
 
 def _free_port() -> int:
