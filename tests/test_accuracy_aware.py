@@ -158,6 +158,7 @@ def test_outlier_model_is_fixed_on_onnxruntime_and_tflite(cli, tmp_path):
         assert artifact["precision"] == ("int8" if share >= 0.5 else "mixed"), (share, artifact["precision"])
 
 
+@pytest.mark.slow
 def test_an_unmet_budget_completes_the_run_with_the_best_artifact_and_exits_1(cli, tmp_path, monkeypatch):
     # Every int8 candidate scores 0.5 against 0.9 in fp32, whatever stays in float: unreachable.
     def scripted(self, path):

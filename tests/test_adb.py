@@ -182,6 +182,7 @@ def test_a_hanging_benchmark_is_killed_and_leaves_nothing(fake):
     assert list(fake.device.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_the_agent_where_the_device_has_python(fake, tmp_path, onnx_file):
     target = resolve(f"adb://emulator-5554?python={sys.executable}&tmpdir={fake.device}")
     inputs = tmp_path / "inputs.npz"

@@ -85,6 +85,7 @@ def test_time_runs_honours_min_runs_and_min_seconds():
     assert elapsed >= 0.05 and len(times) >= 2
 
 
+@pytest.mark.slow
 def test_agent_script_round_trip(tmp_path, linear_onnx):
     request = {"protocol": 1, "model": str(linear_onnx), "runtime": "onnxruntime", "threads": 1,
                "inputs": str(_inputs(tmp_path)), "batch_size": 4, "outputs": str(tmp_path / "out.npz"),
@@ -116,6 +117,7 @@ def test_agent_reports_a_bad_request_and_a_bad_model(tmp_path):
     assert "\n" not in response["error"]
 
 
+@pytest.mark.slow
 def test_unknown_runtime_is_a_clear_error(tmp_path, linear_onnx):
     response = measure(LocalTarget(), {"model": str(linear_onnx), "runtime": "tvm",
                                       "inputs": str(_inputs(tmp_path))}, timeout_s=60)
@@ -147,6 +149,7 @@ print(*seen)
     assert done.stdout.split() == ["3", "False"]
 
 
+@pytest.mark.slow
 def test_a_hanging_measurement_is_killed_with_its_children(tmp_path):
     (tmp_path / "hangmodels.py").write_text(HANG_MODULE)
     pid_file = tmp_path / "pids.txt"

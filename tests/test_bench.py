@@ -33,6 +33,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
             "dynamic": folder / "dynamic.onnx", "pt2": folder / "digits.pt2"}
 
 
+@pytest.mark.slow
 def test_onnx_on_every_runtime_that_loads_it_with_each_thread_count(cli, models):
     result = cli("bench", models["onnx"], "--runtime", "all", "--threads", "1,2", "--json", *FAST)
     assert result.exit_code == 0, result.stderr
@@ -46,6 +47,7 @@ def test_onnx_on_every_runtime_that_loads_it_with_each_thread_count(cli, models)
         assert row["inputs"] == {"input": [1, 1, 8, 8]}
 
 
+@pytest.mark.slow
 def test_table_for_ir_and_tflite_and_batch(cli, models):
     result = cli("bench", models["xml"], "--batch", "4", *FAST)
     assert result.exit_code == 0, result.stderr
@@ -56,6 +58,7 @@ def test_table_for_ir_and_tflite_and_batch(cli, models):
     assert tflite[0]["runtime"]["name"] == "litert" and tflite[0]["ok"]
 
 
+@pytest.mark.slow
 def test_dynamic_dimensions_need_an_input_shape(cli, models):
     result = cli("bench", models["dynamic"], *FAST)
     assert result.exit_code == 2
@@ -68,6 +71,7 @@ def test_dynamic_dimensions_need_an_input_shape(cli, models):
     assert wrong_rank.exit_code == 2 and "has 4 dimensions" in wrong_rank.stderr
 
 
+@pytest.mark.slow
 def test_a_pt2_program_needs_trust(cli, models):
     refused = cli("bench", models["pt2"], *FAST)
     assert refused.exit_code == 2 and "--trust" in refused.stderr

@@ -290,6 +290,7 @@ def test_shuffled_batches_depend_on_the_seed_only() -> None:
     assert list(batches(Split(np.arange(0), None), 8)) == []
 
 
+@pytest.mark.slow
 def test_a_calibration_split_of_one_sample_still_exports_with_a_dynamic_batch(tmp_path, write_recipe, cli):
     """The export example comes from the calibration split: with one sample there, the run still
     completes and the ONNX graph's batch axis stays symbolic."""

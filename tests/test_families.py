@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.conftest import printed_results
@@ -23,6 +24,7 @@ def _run(cli: Any, write_recipe: Any, recipe: dict[str, Any], out: Path) -> dict
     return printed_results(result.stdout)
 
 
+@pytest.mark.slow
 def test_mobilenet_recipe_prunes_depthwise_blocks_end_to_end(cli, write_recipe, tmp_path):
     recipe = _shipped("mobilenet-digits.yaml")
     recipe["model"]["train"]["epochs"] = 2
@@ -40,6 +42,7 @@ def test_mobilenet_recipe_prunes_depthwise_blocks_end_to_end(cli, write_recipe, 
     assert len(names) == len(results["measurements"])  # every measurement ran
 
 
+@pytest.mark.slow
 def test_minilm_topic_classifier_end_to_end(cli, write_recipe, tmp_path):
     """Real MiniLM features: a linear head trained on the repo's topic set beats chance by far."""
     recipe = _shipped("minilm-topics.yaml")

@@ -39,6 +39,7 @@ def test_the_format_and_its_runtime_are_listed_as_plugins(plugin: Path, tmp_path
     assert found[("runtime", "torchscript")] == ("compress-torchscript-plugin", "ok")
 
 
+@pytest.mark.slow
 def test_a_run_exports_and_verifies_the_plugin_format_with_parity(plugin: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
     done = compress(plugin, "run", _recipe(tmp_path), "--out", out, cwd=tmp_path, timeout=600)

@@ -71,6 +71,7 @@ def test_openvino_ir_runs_in_fp32_and_matches_torch(digits_model, tmp_path):
     np.testing.assert_allclose(got, _torch_out(digits_model, x), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_openvino_falls_back_to_the_exported_program_and_records_the_route(tmp_path):
     torch.manual_seed(0)
     model = TinyEncoder().eval()
@@ -98,6 +99,7 @@ def test_the_onnx_artifact_also_runs_on_openvino(digits_model, tmp_path):
     np.testing.assert_allclose(got, _torch_out(digits_model, x), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_tflite_keeps_nchw_and_runs_any_number_of_samples(digits_model, tmp_path):
     exported = export_with("tflite", digits_model, torch.rand(2, 1, 8, 8), tmp_path)
     path, info = exported.path, exported.info
@@ -109,6 +111,7 @@ def test_tflite_keeps_nchw_and_runs_any_number_of_samples(digits_model, tmp_path
     np.testing.assert_allclose(backend.run({"input": x})[0], _torch_out(digits_model, x), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_tflite_channels_last_takes_nhwc(digits_model, tmp_path):
     exported = export_with("tflite", digits_model, torch.rand(2, 1, 8, 8), tmp_path,
                            options=TfliteExportConfig(channels_last=True))
@@ -136,6 +139,7 @@ def test_tflite_int64_inputs_become_int32(tmp_path):
         np.testing.assert_allclose(got, model(ids[:1]).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_int8_tflite_has_quantized_io_that_the_runtime_hides(digits_model, tmp_path):
     # the first layer in int8 too (no first-layer policy): the input itself is quantized
     config = QuantizeConfig.model_validate({"calibration": {"samples": 32}, "first_layers": {"in_float": 0}})

@@ -70,6 +70,7 @@ def _quantized(fmt: str, tmp_path: Path, **config: object) -> tuple[object, obje
     return quantized, formats.plugin(fmt).inspect(quantized.path), calibration
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "openvino", "tflite"])
 def test_the_first_layer_stays_in_float_and_everything_after_is_int8(fmt: str, tmp_path: Path) -> None:
     quantized, readback, _ = _quantized(fmt, tmp_path)
@@ -83,6 +84,7 @@ def test_the_first_layer_stays_in_float_and_everything_after_is_int8(fmt: str, t
         assert layers[0].name == quantized.info["first_layers_in_float"][0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "openvino", "tflite"])
 def test_no_first_layer_policy_quantizes_every_layer(fmt: str, tmp_path: Path) -> None:
     quantized, readback, _ = _quantized(fmt, tmp_path, first_layers={"in_float": 0})
@@ -96,6 +98,7 @@ def test_dynamic_int8_keeps_no_first_layer_in_float(tmp_path: Path) -> None:
     assert readback.int8_weights_share == 1.0
 
 
+@pytest.mark.slow
 def test_tflite_observes_a_relu6_after_the_clamp(tmp_path: Path) -> None:
     """The quantized output of conv -> ReLU6 spans [0, 6] (scale 6/255), not the conv's pre-clamp
     range: litert-torch shared the conv's range with the ReLU6 (scales 30x too coarse here)."""
@@ -109,6 +112,7 @@ def test_tflite_observes_a_relu6_after_the_clamp(tmp_path: Path) -> None:
     assert all(0 < scale <= 6.0 / 255 * 1.01 for scale in scales), scales
 
 
+@pytest.mark.slow
 def test_tflite_leaves_a_conv_before_relu6_in_float_without_failing(tmp_path: Path) -> None:
     """`ignore` of a conv whose ReLU6 shared its range failed with `KeyError: conv2d`."""
     quantized, readback, _ = _quantized("tflite", tmp_path, first_layers={"in_float": 0}, ignore=["stem"])
@@ -117,6 +121,7 @@ def test_tflite_leaves_a_conv_before_relu6_in_float_without_failing(tmp_path: Pa
     assert not layers[0].int8_compute and all(op.int8_compute for op in layers[1:])
 
 
+@pytest.mark.slow
 def test_an_onnx_node_left_in_float_stays_float_when_onnx_runtime_loads_it(tmp_path: Path) -> None:
     """A Conv left in float reads float, through the ReLU6 the quantizer had folded into the range
     of the pair before it, so ONNX Runtime's WeightBiasQuantization pass (per-tensor int8 weights

@@ -92,6 +92,7 @@ def test_calibration_under_an_auto_dynamic_choice_is_a_warning_not_an_error(tmp_
     assert any("quantize.calibration: unused: mode auto chose dynamic" in w for w in plan.warnings), plan.warnings
 
 
+@pytest.mark.slow
 def test_a_run_records_the_mode_chosen_and_why(cli, tmp_path: Path) -> None:
     recipe = _attention_recipe(tmp_path)
     result = cli("run", recipe, "--out", tmp_path / "runs", "--set", "verify.runtimes=[onnxruntime]",

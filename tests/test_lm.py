@@ -168,6 +168,7 @@ def test_lm_end_to_end(tmp_path, write_recipe, corpus, cli):
             assert by[(name, runtime)]["metric"]["perplexity"] == pytest.approx(original, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_lm_runs_are_reproducible(tmp_path, write_recipe, corpus, cli):
     """The same recipe run twice (no cache shared) gives the same perplexity figures."""
     path = write_recipe(_lm_recipe(context=32))

@@ -18,6 +18,7 @@ TEXTS = ["A man is eating food.", "The quarterly report shows revenue growth of 
          "Where is the nearest train station?", "hello"]
 
 
+@pytest.mark.slow
 def test_embeddings_match_sentence_transformers():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the package carries everything: no hub access
     from sentence_transformers import SentenceTransformer
@@ -88,6 +89,7 @@ def load():
 """
 
 
+@pytest.mark.slow
 def test_embedding_family_end_to_end(cli, write_recipe, tmp_path):
     """Prune, distill, export to ONNX, dynamic int8, verify: cosine to the original per artifact."""
     (tmp_path / "smalltext.py").write_text(SMALL_TEXT)
@@ -142,6 +144,7 @@ def test_embedding_task_rejects_label_metrics(cli, write_recipe):
     assert "task" in result.output and "cosine" in result.output
 
 
+@pytest.mark.slow
 def test_distill_freeze_glob_that_matches_nothing_is_named(cli, write_recipe, tmp_path):
     recipe = small_recipe(stages=[{"distill": {"epochs": 1, "freeze": ["backbone.*"]}}])
     result = cli("run", write_recipe(recipe), "--out", tmp_path / "runs")

@@ -87,6 +87,7 @@ def test_without_the_plugin_on_the_path_it_is_not_listed(tmp_path: Path) -> None
 
 # --- compress validate --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_validate_accepts_the_plugin_stage(plugin_path: Path, tmp_path: Path) -> None:
     recipe = _write(tmp_path, small_recipe(stages=[
         {"prune": {"pruning_ratio": 0.5}}, {"scale_logits": {"factor": 2.0}}]))
@@ -120,6 +121,7 @@ def test_a_misspelt_stage_suggests_the_plugin(plugin_path: Path, tmp_path: Path)
     assert "stages[0]" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_broken_plugin_fails_only_when_named(plugin_path: Path, tmp_path: Path) -> None:
     named = _write(tmp_path, small_recipe(stages=[{"broken": {}}]), "named.yaml")
     done = compress(plugin_path, "validate", named, cwd=tmp_path)
@@ -147,6 +149,7 @@ def test_a_broken_plugin_does_not_break_the_schema(plugin_path: Path, tmp_path: 
 
 # --- compress run -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_run_with_the_plugin_stage(plugin_path: Path, tmp_path: Path) -> None:
     from safetensors.numpy import load_file
 
@@ -197,6 +200,7 @@ def test_the_registry_imports_a_plugin_only_when_it_is_loaded(plugin_path: Path,
                               "compress_example_plugin.stage": True, "compress_example_plugin.broken": False}
 
 
+@pytest.mark.slow
 def test_validate_imports_only_the_stages_a_recipe_names(plugin_path: Path, tmp_path: Path) -> None:
     recipe = _write(tmp_path, small_recipe(stages=[{"prune": {"pruning_ratio": 0.5}}]))
     found = python(plugin_path, f"""

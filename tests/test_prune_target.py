@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import small_recipe
 
 FAST = {"runtimes": ["torch"], "latency": {"warmup": 0, "min_runs": 1, "min_seconds": 0}}
@@ -19,6 +21,7 @@ def _recipe(prune: dict, width: int = 16) -> dict:
     return recipe
 
 
+@pytest.mark.slow
 def test_the_achieved_ratio_is_within_the_tolerance_and_recorded(cli, write_recipe, tmp_path: Path) -> None:
     recipe = write_recipe(_recipe({"target_macs_ratio": 0.6, "iterative_steps": 2}))
     result = cli("run", recipe, "--out", tmp_path / "runs")
@@ -34,6 +37,7 @@ def test_the_achieved_ratio_is_within_the_tolerance_and_recorded(cli, write_reci
     assert info["channels"] and all(after < before for before, after in info["channels"].values())
 
 
+@pytest.mark.slow
 def test_a_target_rounding_cannot_reach_fails_naming_target_and_achieved(cli, write_recipe, tmp_path: Path) -> None:
     # channels rounded to multiples of 16 (32 and 64 wide layers): the MACs ratio jumps from 1 to about 0.44
     path = write_recipe(_recipe({"target_macs_ratio": 0.7, "iterative_steps": 1, "round_to": 16}, width=32))

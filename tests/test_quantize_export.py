@@ -64,6 +64,7 @@ def _activation_scales(path: Path) -> dict[str, float]:
             if n.op_type == "QuantizeLinear" and n.input[0] not in initializers}
 
 
+@pytest.mark.slow
 def test_every_calibration_method_is_carried_out(exported, tmp_path):
     path, _ = exported
     calibration = np.random.default_rng(0).random((32, 1, 8, 8), dtype=np.float32)

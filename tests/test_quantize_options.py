@@ -46,6 +46,7 @@ def _input_range(fmt: str, path) -> float:
     return scale * 255
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["openvino", "tflite"])
 def test_minmax_and_percentile_give_the_ranges_they_name(sources, tmp_path, fmt) -> None:
     minmax = _quantize(sources, fmt, tmp_path / "minmax", calibration={"samples": 16, "method": "minmax"})
@@ -88,6 +89,7 @@ def _weight_scales(fmt: str, path) -> list[int]:
             for op in interpreter._get_ops_details() if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "openvino", "tflite"])
 def test_per_channel_weights_are_what_the_recipe_says(sources, tmp_path, fmt) -> None:
     per_channel = _weight_scales(fmt, _quantize(sources, fmt, tmp_path / "pc", per_channel=True).path)

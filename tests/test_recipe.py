@@ -639,6 +639,7 @@ def test_unsupported_verify_target(cli, write_recipe):
           "installed: adb, cuda, local, ssh")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_every_shipped_recipe_validates(cli, recipe):

@@ -28,6 +28,7 @@ class Recurrent(torch.nn.Module):
         return self.head(out[:, -1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "openvino", "tflite"])
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
 def test_the_declared_outcome_is_what_the_quantizer_does(tmp_path, fmt, kind) -> None:

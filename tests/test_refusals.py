@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from compress.errors import unsupported_op
 from tests.conftest import printed_run, small_recipe
 
@@ -32,6 +34,7 @@ def test_unsupported_op_is_read_from_a_converter_error():
     assert unsupported_op(converter) == "tfl.one_hot"  # the converter's own op, when no torch op is named
 
 
+@pytest.mark.slow
 def test_refused_formats_are_recorded_and_the_rest_completes(cli, write_recipe, tmp_path):
     (tmp_path / "inverting.py").write_text(MODELS)
     recipe = small_recipe(

@@ -53,6 +53,7 @@ def finished_run(tmp_path_factory) -> tuple[Path, dict]:
     return _printed(result)
 
 
+@pytest.mark.slow
 def test_run_folder_holds_everything(finished_run):
     import platform
     from importlib.metadata import version
@@ -168,6 +169,7 @@ def test_stage_records(finished_run):
     assert not any(s["cached"] for s in results["stages"])
 
 
+@pytest.mark.slow
 def test_resume_skips_unchanged_stages_and_reruns_changed_ones(cli, write_recipe, tmp_path):
     recipe = write_recipe(small_recipe(verify={"runtimes": ["torch"], "latency": {"warmup": 0, "min_runs": 1,
                                                                                    "min_seconds": 0}}))
@@ -196,6 +198,7 @@ def test_resume_skips_unchanged_stages_and_reruns_changed_ones(cli, write_recipe
     assert third_hashes["distill"] != first_hashes["distill"]  # retrained: other weights
 
 
+@pytest.mark.slow
 def test_upgrading_a_library_a_step_uses_rebuilds_that_step_on_resume(cli, write_recipe, tmp_path, monkeypatch):
     from compress import versions
 
@@ -219,6 +222,7 @@ def test_upgrading_a_library_a_step_uses_rebuilds_that_step_on_resume(cli, write
     assert results["versions"]["torch-pruning"] == "99.0"
 
 
+@pytest.mark.slow
 def test_resume_rebuilds_a_cached_file_whose_bytes_changed(cli, write_recipe, tmp_path):
     recipe = write_recipe(small_recipe(verify={"runtimes": ["onnxruntime"], "latency": {"warmup": 0, "min_runs": 1,
                                                                                          "min_seconds": 0}}))
@@ -239,6 +243,7 @@ def test_resume_rebuilds_a_cached_file_whose_bytes_changed(cli, write_recipe, tm
     assert "no longer match the sha256 recorded for them: rebuilding it" in log
 
 
+@pytest.mark.slow
 def test_same_recipe_twice_gives_the_same_accuracy(cli, write_recipe, tmp_path):
     recipe = write_recipe(small_recipe(export=["onnx"], quantize=None, stages=[],
                                        verify={"runtimes": ["onnxruntime"],
@@ -251,6 +256,7 @@ def test_same_recipe_twice_gives_the_same_accuracy(cli, write_recipe, tmp_path):
     assert scores[0] == scores[1]
 
 
+@pytest.mark.slow
 def test_failed_stage_is_not_cached_and_leaves_no_artifacts(cli, write_recipe, tmp_path):
     recipe_data = small_recipe()
     recipe_data["stages"] = [{"prune": {"target_macs_ratio": 0.001, "iterative_steps": 1}}]
@@ -271,6 +277,7 @@ def test_failed_stage_is_not_cached_and_leaves_no_artifacts(cli, write_recipe, t
     assert len(entries) == 1 and (entries[0] / "artifact.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_parity_failure_is_reported_by_artifact_and_runtime(cli, write_recipe, tmp_path):
     recipe = small_recipe(stages=[], verify={
         "runtimes": ["onnxruntime", "openvino"], "latency": {"warmup": 0, "min_runs": 1, "min_seconds": 0},
@@ -290,6 +297,7 @@ def test_a_parity_failure_is_reported_by_artifact_and_runtime(cli, write_recipe,
     assert len(results["summary"]["parity_failures"]) == 2
 
 
+@pytest.mark.slow
 def test_recipe_gates_are_checked_at_the_end_of_the_run(cli, write_recipe, tmp_path):
     recipe = small_recipe(stages=[], verify={"runtimes": ["onnxruntime"],
                                              "latency": {"warmup": 0, "min_runs": 1, "min_seconds": 0}},
@@ -342,6 +350,7 @@ def _cached_original(cli, recipe: Path, out: Path) -> bool:
     return next(s["cached"] for s in results["stages"] if s["name"] == "original")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", ["factory source", "training data", "weights file"])
 def test_resume_rebuilds_the_original_when_its_source_its_data_or_its_weights_change(cli, write_recipe, tmp_path,
                                                                                       change):

@@ -114,6 +114,7 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("compress-agent.*"))
 
 
+@pytest.mark.slow
 def test_recipe_verifies_int8_tflite_and_onnx_on_the_device(cli, tmp_path, sshd, device_python):
     device_tmp = tmp_path / "device-tmp"
     device_tmp.mkdir()
@@ -165,6 +166,7 @@ def test_the_cli_refuses_an_unknown_host_with_exit_2(cli, sshd, device_python, o
     assert result.exit_code == 2 and "SHA256:" in result.stderr and "ssh-keyscan" in result.stderr
 
 
+@pytest.mark.slow
 def test_bench_on_the_device_and_hostile_names_run_nothing(cli, tmp_path, sshd, device_python, onnx_model):
     marker = tmp_path / "x"
     ok = cli("bench", onnx_model, "--target", _spec(sshd, device_python), "--json", "--warmup", "1",
@@ -193,6 +195,7 @@ def _wrapper(folder: Path, body: str, real: Path) -> Path:
     return script
 
 
+@pytest.mark.slow
 def test_a_hanging_step_is_killed_at_its_timeout_and_leaves_nothing(tmp_path, sshd, device_python, onnx_model):
     marker = f"compress-hang-{uuid.uuid4().hex}"
     sleeper = f"{device_python} -c 'import time; time.sleep(600)' {marker}"
@@ -216,6 +219,7 @@ def test_a_device_without_the_runtime_gets_a_message_naming_it(cli, sshd, device
     assert str(device_python) in result.stderr and "pip install openvino" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_dropped_connection_is_incomplete_never_ok(tmp_path, sshd, device_python, onnx_model):
     # The device's python kills the sshd session process serving it: the connection drops mid-run.
     python = _wrapper(tmp_path, f'kill -9 $PPID\nexec {device_python} "$@"', device_python)

@@ -78,6 +78,7 @@ def test_lstm_pruning_is_refused_with_a_clear_message(cli, write_recipe, tmp_pat
     assert len(folders) == 1 and folders[0].endswith(".failed")  # no finished run folder
 
 
+@pytest.mark.slow
 def test_lstm_pruning_is_skipped_when_the_recipe_allows_it(cli, write_recipe, tmp_path):
     result = cli("run", write_recipe(_lstm_recipe("skip")), "--out", tmp_path / "runs")
     assert result.exit_code == 0, result.output[-2000:]
@@ -88,6 +89,7 @@ def test_lstm_pruning_is_skipped_when_the_recipe_allows_it(cli, write_recipe, tm
     assert prune["params"] == next(a for a in results["artifacts"] if a["name"] == "original")["params"]
 
 
+@pytest.mark.slow
 def test_a_recurrent_layer_left_in_float_is_said_and_labels_the_artifact_mixed(cli, write_recipe, tmp_path):
     recipe = _lstm_recipe("skip")
     recipe["model"]["train"]["epochs"] = 5  # a model that has learnt something: one epoch leaves near-tied logits
@@ -122,6 +124,7 @@ def test_a_recurrent_layer_left_in_float_is_said_and_labels_the_artifact_mixed(c
     assert int8["info"]["int8_macs_share"] == 1.0 and int8["info"]["int8_weights_share"] == 1.0
 
 
+@pytest.mark.slow
 def test_accuracy_aware_int8_scores_an_embedding_model_by_cosine_to_the_original(cli, write_recipe, tmp_path):
     recipe = small_recipe(task={"kind": "embedding", "metric": "cosine"}, stages=[],
                           quantize={"precision": "int8", "calibration": {"samples": 32}, "max_accuracy_drop": 0.01})

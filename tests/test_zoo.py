@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from compress.zoo.digits import DigitsCNN, DigitsCNNOutlier
@@ -31,6 +32,7 @@ def test_digits_models():
         assert DigitsLSTM(hidden=16)(x[:, 0]).shape == (3, 10)
 
 
+@pytest.mark.slow
 def test_pruning_keeps_depthwise_separable_blocks_consistent(tmp_path, write_recipe):
     from compress.contracts import StageContext
     from compress.data import load_data

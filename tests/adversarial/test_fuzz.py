@@ -42,6 +42,7 @@ def _set(data: dict, path: tuple[str, ...], value: Any) -> dict:
     return data
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=60)
 @given(changes=st.lists(st.tuples(st.sampled_from(KEY_PATHS), VALUES), min_size=1, max_size=3))
 def test_mutated_recipes_validate_or_are_one_line_errors(box: Sandbox, changes: list) -> None:
@@ -125,6 +126,7 @@ def model_files(tmp_path_factory) -> dict[str, dict[str, bytes]]:
             "openvino": {"m.xml": (ir / "model.xml").read_bytes(), "m.bin": (ir / "model.bin").read_bytes()}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "tflite", "openvino"])
 def test_mutated_model_files_in_bench(box: Sandbox, model_files: dict, fmt: str) -> None:
     files = model_files[fmt]

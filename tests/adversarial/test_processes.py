@@ -40,6 +40,7 @@ def _wait_for(process: subprocess.Popen, words: str, timeout: float = 180) -> No
     raise AssertionError(f"the run ended before {words!r}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 @pytest.mark.parametrize("during", ["export", "verify"])
 def test_a_signal_ends_the_run_cleanly(box: Sandbox, sig: int, code: int, during: str) -> None:
@@ -63,6 +64,7 @@ def test_a_signal_ends_the_run_cleanly(box: Sandbox, sig: int, code: int, during
     assert not [p for p in cache.iterdir() if p.name.startswith(".")], "a half-written cache entry"
 
 
+@pytest.mark.slow
 def test_one_run_at_a_time_per_output_folder_and_a_dead_holder_holds_nothing(box: Sandbox) -> None:
     first = _start(box, recipe(verify=SLOW_MEASUREMENT))
     _wait_for(first, "verify original")
@@ -94,6 +96,7 @@ def _file_size_limit(limit: int):
     return apply
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_naming_the_step_and_nothing_zero_byte_is_left(box: Sandbox) -> None:
     data = recipe()
     data["model"]["kwargs"] = {"width": 48}  # a model file bigger than the limit
@@ -108,6 +111,7 @@ def test_a_full_disk_is_one_line_naming_the_step_and_nothing_zero_byte_is_left(b
     assert not [p for p in box.out.rglob(".*") if p.name != ".lock"]  # no staging folder, no .partial
 
 
+@pytest.mark.slow
 def test_a_memory_limit_is_one_line_naming_it(box: Sandbox) -> None:
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (1200 << 20, 1200 << 20))
@@ -119,6 +123,7 @@ def test_a_memory_limit_is_one_line_naming_it(box: Sandbox) -> None:
     assert re.fullmatch(r"error: out of memory in \S+ \(the address-space limit is 1,200 MB\)", line), line
 
 
+@pytest.mark.slow
 def test_a_damaged_cache_entry_is_rebuilt_not_trusted(box: Sandbox) -> None:
     path = box.write("recipe.yaml", recipe())
     assert box.cli("run", path, "--out", box.out).code == 0
