@@ -56,3 +56,16 @@ def test_a_required_skip_fails_and_other_skips_stay_skips(tmp_path):
 
     only_sshd = _pytest(tmp_path, "sshd")
     assert only_sshd.returncode == 1 and "1 failed, 2 skipped" in only_sshd.stdout, only_sshd.stdout[-2000:]
+
+
+def test_the_cuda_constraints_are_the_cpu_ones_but_for_onnx_runtime():
+    """constraints-cuda.txt (docs/targets.md, 'The GPU tests') keeps every other pin of constraints.txt."""
+
+    def pins(name: str) -> dict[str, str]:
+        lines = (ROOT / name).read_text().splitlines()
+        return dict(line.split("==") for line in lines if line and not line.startswith("#"))
+
+    cpu, cuda = pins("constraints.txt"), pins("constraints-cuda.txt")
+    assert cuda["onnxruntime-gpu"] == cuda["onnxruntime"]  # the CPU package at the GPU one's release
+    different = {name for name in cpu.keys() | cuda.keys() if cpu.get(name) != cuda.get(name)}
+    assert different == {"onnxruntime", "onnxruntime-gpu"}
