@@ -16,8 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_quickstart_meets_its_targets(tmp_path):
+    # the recipe as shipped, but for its latency settings: nothing here reads a latency figure (CI's
+    # baseline gate runs the shipped recipe whole and compares its latency ratios)
     done = subprocess.run([sys.executable, "-m", "compress.cli", "run", str(ROOT / "recipes" / "quickstart.yaml"),
-                           "--out", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, check=False)
+                           "--out", str(tmp_path), "--set", "verify.latency={warmup: 1, min_runs: 3, min_seconds: 0, "
+                           "trials: 1, threads: [1]}"], capture_output=True, text=True, cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "distill.int8.onnx" in done.stdout  # the table is printed
     results_file = printed_run(done.stdout) / "results.json"
