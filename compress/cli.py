@@ -18,9 +18,14 @@ class Guarded(click.Group):
     is one line, its traceback in run.log (or a log file named in that line). Never a traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
+        import logging
         import signal
 
         from compress.errors import CompressError, Interrupted
+
+        # A log handler that fails in turn (no memory, a full disk) drops its record instead of
+        # printing a traceback of its own to the terminal (Python's advice for production).
+        logging.raiseExceptions = False
 
         def terminate(number: int, _frame: object) -> None:
             raise Interrupted(number)

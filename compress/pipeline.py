@@ -174,7 +174,10 @@ class Pipeline:
             try:
                 outcome = self._run(folder.run_id, folder.staging)
             except BaseException:
-                self.cache.sweep()  # a signal between a staging folder's mkdir and its first use
+                # a signal between a staging folder's mkdir and its first use; a cleanup that fails in
+                # turn (no memory left) must not replace the error the run ended with
+                with contextlib.suppress(OSError, MemoryError):
+                    self.cache.sweep()
                 raise
             outcome.folder = folder.complete()
         return outcome

@@ -392,3 +392,36 @@ def _net_state() -> dict:
 
     torch.manual_seed(0)
     return {"linear.weight": torch.randn(10, 64) * 0.1, "linear.bias": torch.zeros(10)}
+
+
+@pytest.mark.slow
+def test_a_cleanup_or_a_log_that_fails_in_turn_never_replaces_the_error_or_prints_a_traceback(
+        cli, write_recipe, tmp_path, monkeypatch):
+    """Out of memory, the cache's sweep after a failed step and the run log's own writes can fail
+    too (seen under an address-space limit): the user still gets the step's one-line error."""
+    import logging
+
+    from compress.cache import ArtifactCache
+
+    calls = []
+    real_sweep = ArtifactCache.sweep
+
+    def sweep_then_fail(self):
+        calls.append(self.root)
+        if len(calls) > 1:  # the sweep after the failure
+            raise OSError(12, "Cannot allocate memory")
+        real_sweep(self)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(ArtifactCache, "sweep", sweep_then_fail)
+    recipe = small_recipe(stages=[{"prune": {"target_macs_ratio": 0.001, "iterative_steps": 1}}])
+    path = write_recipe(recipe)
+    monkeypatch.setattr(logging.Formatter, "formatTime", no_memory)  # every run.log record fails to format
+    monkeypatch.setattr(logging, "raiseExceptions", True)  # Python's default: the command must turn it off
+    result = _run(cli, path, tmp_path / "runs")
+    assert result.exit_code == 1 and len(calls) == 2
+    assert "Traceback" not in result.stderr and "Logging error" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"error: {path}: stages[0].prune.target_macs_ratio: cannot reach target_macs_ratio 0.001")
