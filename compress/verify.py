@@ -39,14 +39,15 @@ def parity(outputs: np.ndarray, reference: np.ndarray, reference_name: str,
         return Parity(reference=reference_name, max_abs_error=float("nan"), cosine=0.0, agreement=0.0,
                       thresholds=thresholds.model_dump(), passed=False,
                       failures=[f"outputs have shape {outputs.shape}, the reference {reference.shape}"])
+    if outputs.size == 0:  # no samples, or empty output vectors: nothing was compared, never a pass
+        return Parity(reference=reference_name, max_abs_error=float("nan"), cosine=0.0, agreement=0.0,
+                      thresholds=thresholds.model_dump(), passed=False, failures=["no outputs to compare"])
     a = outputs.reshape(len(outputs), -1).astype(np.float64)
     b = reference.reshape(len(reference), -1).astype(np.float64)
-    max_abs = float(np.abs(a - b).max()) if a.size else float("nan")
+    max_abs = float(np.abs(a - b).max())
     cosine = tasks.mean_cosine(a, b)
     agree = tasks.agreement(kind, outputs, reference)
     failures = []
-    if not a.size:
-        failures.append("no outputs to compare")
     broken = tasks.non_finite_samples(outputs)
     if broken:
         failures.append(f"outputs are not finite ({broken} of {len(outputs)} samples)")
