@@ -35,13 +35,14 @@ def parity(outputs: np.ndarray, reference: np.ndarray, reference_name: str,
     """Max abs error, mean per-sample cosine and agreement (top-1, or cosine for an embedding
     model); each judged by its threshold. Outputs that are not finite, or the same for every sample
     while the reference's vary, fail whatever the figures say."""
+    def not_compared(reason: str) -> Parity:
+        return Parity(reference=reference_name, max_abs_error=float("nan"), cosine=0.0, agreement=0.0,
+                      thresholds=thresholds.model_dump(), passed=False, failures=[reason])
+
     if outputs.shape != reference.shape:
-        return Parity(reference=reference_name, max_abs_error=float("nan"), cosine=0.0, agreement=0.0,
-                      thresholds=thresholds.model_dump(), passed=False,
-                      failures=[f"outputs have shape {outputs.shape}, the reference {reference.shape}"])
+        return not_compared(f"outputs have shape {outputs.shape}, the reference {reference.shape}")
     if outputs.size == 0:  # no samples, or empty output vectors: nothing was compared, never a pass
-        return Parity(reference=reference_name, max_abs_error=float("nan"), cosine=0.0, agreement=0.0,
-                      thresholds=thresholds.model_dump(), passed=False, failures=["no outputs to compare"])
+        return not_compared("no outputs to compare")
     a = outputs.reshape(len(outputs), -1).astype(np.float64)
     b = reference.reshape(len(reference), -1).astype(np.float64)
     max_abs = float(np.abs(a - b).max())
