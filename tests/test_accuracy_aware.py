@@ -130,7 +130,6 @@ def _quantized(results: dict, fmt: str = "openvino") -> dict:
     return next(a for a in results["artifacts"] if a["format"] == fmt and a["lineage"][-1].startswith("quantize."))
 
 
-
 @pytest.mark.slow
 def test_outlier_model_is_fixed_on_onnxruntime_and_tflite(cli, tmp_path):
     recipe = ROOT / "recipes" / "outlier-digits.yaml"
