@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from compress.contracts import Metric, RunOutputs
 
 
+ONE_PASS_ACTIVATIONS = "per-layer error between float and int8 activations, one pass"
+
+
 @dataclass
 class Validation:
     """What accuracy-aware int8 of one format scores candidates with (compress.contracts.Validation):
@@ -67,8 +70,9 @@ class Validation:
         return self.budget.met(reference, score)
 
     def search(self, quantize: Callable[[list[str], Path], None], candidates: list[str], reference: float,
-               dest: Path, ranking: Callable[[Path], list[str]] | None = None) -> SearchReport:
-        return keep_in_float_search(quantize, candidates, reference, self, dest, ranking=ranking)
+               dest: Path, ranking: Callable[[Path], list[str]] | None = None,
+               ranked_by: str = ONE_PASS_ACTIVATIONS) -> SearchReport:
+        return keep_in_float_search(quantize, candidates, reference, self, dest, ranking=ranking, ranked_by=ranked_by)
 
     def report(self, reference: float, score: float, kept_in_float: list[str],
                steps: list[dict[str, Any]]) -> SearchReport:
@@ -125,7 +129,8 @@ class _Trials:
 
 def keep_in_float_search(quantize: Callable[[list[str], Path], None], candidates: list[str], reference: float,
                          validation: Validation, dest: Path,
-                         ranking: Callable[[Path], list[str]] | None = None) -> SearchReport:
+                         ranking: Callable[[Path], list[str]] | None = None,
+                         ranked_by: str = ONE_PASS_ACTIVATIONS) -> SearchReport:
     """Quantize with every candidate; if the budget is missed, rank the candidates, most harmful
     first, and keep the shortest head of that ranking in float that meets the budget: heads of 1, 2,
     4, ... layers until one does, then bisection between the last two. The ranking comes from
@@ -148,7 +153,7 @@ def keep_in_float_search(quantize: Callable[[list[str], Path], None], candidates
         if budget.met(reference, score):
             report.stopped = "budget met"
         else:
-            ordered = _rank(candidates, ranking, full, trials, report, reference, budget)
+            ordered = _rank(candidates, ranking, ranked_by, full, trials, report, reference, budget)
             met_at, missed_at = None, 0  # heads of the ranking: the shortest known to meet, the longest known not
             size = 1
             while trials.left() > 0:
@@ -185,10 +190,10 @@ def keep_in_float_search(quantize: Callable[[list[str], Path], None], candidates
     return report
 
 
-def _rank(candidates: list[str], ranking: Callable[[Path], list[str]] | None, full: Path, trials: _Trials,
-          report: SearchReport, reference: float, budget: Budget) -> list[str]:
+def _rank(candidates: list[str], ranking: Callable[[Path], list[str]] | None, ranked_by: str, full: Path,
+          trials: _Trials, report: SearchReport, reference: float, budget: Budget) -> list[str]:
     if ranking is not None:
-        report.ranked_by = "per-layer error between float and int8 activations, one pass"
+        report.ranked_by = ranked_by
         ranked = [c for c in ranking(full) if c in candidates]
         return ranked + [c for c in candidates if c not in ranked]
     # One candidate at a time, keeping half the trials left for the search over heads.

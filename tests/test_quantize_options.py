@@ -128,6 +128,11 @@ def test_activation_type_and_symmetry_reach_onnx_runtime(sources, tmp_path) -> N
      "NNCF's int8 weight compression is per channel"),
     ("tflite", {"mode": "dynamic", "symmetric_activations": True}, "symmetric_activations",
      "litert-torch's dynamic recipe leaves activations to the kernels"),
+    ("onnx", {"bias_correction": True}, "bias_correction", "ONNX Runtime's quantizer has no bias correction"),
+    ("tflite", {"mode": "dynamic", "bias_correction": True}, "bias_correction",
+     "dynamic int8 has no calibrated activations to correct for"),
+    ("openvino", {"mode": "dynamic", "bias_correction": True}, "bias_correction",
+     "NNCF's int8 weight compression has no bias correction"),
 ])
 def test_an_option_a_format_cannot_carry_out_is_refused(cli, write_recipe, fmt, quantize, option, reason) -> None:
     path = write_recipe(small_recipe(export=[fmt], quantize={"precision": "int8", **quantize}))

@@ -29,6 +29,8 @@ class OnnxFormat(FormatFolder):
 
     def check_quantize(self, config: Any) -> list[tuple[str, str]]:
         refused = []
+        if config.bias_correction:
+            refused.append(("bias_correction", "ONNX Runtime's quantizer has no bias correction"))
         if config.mode == "dynamic":  # quantize_dynamic: uint8 activations from their range at run time
             if config.activations == "int8":
                 refused.append(("activations", "ONNX Runtime's dynamic quantizer quantizes activations to uint8"))

@@ -55,6 +55,8 @@ class OpenVinoFormat(FormatFolder):
             for option in ("activations", "symmetric_activations"):
                 if getattr(config, option) is not None:
                     refused.append((option, "NNCF's int8 weight compression leaves activations to the runtime"))
+            if config.bias_correction:
+                refused.append(("bias_correction", "NNCF's int8 weight compression has no bias correction"))
         return refused
 
     def check_file(self, path: Path) -> None:

@@ -76,10 +76,11 @@ def _advanced(config: Any) -> tuple[Any, dict[str, Any]]:
         activations_quantization_params=QuantizationParameters(mode=scheme, signedness_to_force=signed,
                                                                per_channel=False),
         weights_quantization_params=QuantizationParameters(per_channel=config.per_channel),
-        disable_bias_correction=False)
+        disable_bias_correction=config.bias_correction is False)
     activations = {"mode": scheme and str(scheme), "signedness_to_force": signed, "per_channel": False}
     return advanced, {"activations_range_estimator_params": described, "activations_quantization_params": activations,
-                      "weights_quantization_params": {"per_channel": config.per_channel}}
+                      "weights_quantization_params": {"per_channel": config.per_channel},
+                      "disable_bias_correction": config.bias_correction is False}
 
 
 def _items(inputs: dict[str, Any], count: int) -> list[Any]:

@@ -50,6 +50,8 @@ class TfliteFormat(FormatFolder):
             for option in ("activations", "symmetric_activations"):
                 if getattr(config, option) is not None:
                     refused.append((option, "litert-torch's dynamic recipe leaves activations to the kernels"))
+            if config.bias_correction:
+                refused.append(("bias_correction", "dynamic int8 has no calibrated activations to correct for"))
         return refused
 
     def check_file(self, path: Path) -> None:
