@@ -1,8 +1,9 @@
 """torch -> int8 .tflite. Static: litert-torch's PT2E quantizer, weights and activations in int8,
 calibrated on the same samples as every other format; quantized inputs and outputs carry a scale
 and zero point, which the LiteRT runtime side applies, so callers keep passing floats. Dynamic:
-litert-torch's dynamic recipe (int8 weights, activations quantized per call). Static int8 biases
-are corrected for the shift int8 puts in each layer's mean output (bias_correction.py). With an
+litert-torch's dynamic recipe (int8 weights, activations quantized per call). With
+`bias_correction: true`, static int8 biases are corrected for the shift int8 puts in each layer's
+mean output (bias_correction.py). With an
 accuracy budget, torch modules are left in float, most harmful first."""
 
 from __future__ import annotations
@@ -414,7 +415,7 @@ def _convert(request: QuantizeRequest, ignored: list[str], dest: Path, first: li
                 _, sample = prepare_for_tflite(torch_model, tuple(s[index:index + 1] for s in samples), channels_last)
                 graph(*sample)
         graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
-        corrected = {} if dynamic or config.bias_correction is False else correct_biases(
+        corrected = {} if dynamic or not config.bias_correction else correct_biases(
             graph, [prepare_for_tflite(torch_model, tuple(s[i:i + 1] for s in samples), channels_last)[1]
                     for i in range(min(count, BIAS_CORRECTION_SAMPLES))])
         litert_torch.convert(graph, example,
