@@ -78,13 +78,13 @@ def _layer_means(graph, x: np.ndarray) -> dict[str, np.ndarray]:
 
 @pytest.mark.slow
 def test_each_layer_mean_output_in_int8_comes_back_to_float_and_the_model_is_untouched() -> None:
-    from compress.exporters.tflite.bias_correction import _float, correct_biases
+    from compress.exporters.tflite.bias_correction import correct_biases, passed_through
 
     model = ShiftedNet().eval()
     before_model = {k: v.clone() for k, v in model.state_dict().items()}
     calibration = _samples(32, 0)
     graph = _fake_quantized(model, calibration)
-    with _float(graph):
+    with passed_through(graph):
         wanted = _layer_means(graph, calibration)
     shifted = _layer_means(graph, calibration)
     gaps_before = {n: np.abs(shifted[n] - wanted[n]).max() for n in wanted}
@@ -99,7 +99,7 @@ def test_each_layer_mean_output_in_int8_comes_back_to_float_and_the_model_is_unt
         assert torch.equal(value, before_model[name]), name  # the exported model's biases did not move
     # on samples it never saw, the layers' mean outputs stay closer to float's than uncorrected
     held_out = _samples(32, 1)
-    with _float(graph):
+    with passed_through(graph):
         float_held_out = _layer_means(graph, held_out)
     corrected_held_out = _layer_means(graph, held_out)
     plain_held_out = _layer_means(_fake_quantized(model, calibration), held_out)

@@ -10,7 +10,7 @@ The int8 grid is untouched; only the float biases the converter quantizes to int
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,7 +34,7 @@ def correct_biases(graph: Any, samples: Sequence[tuple[Any, ...]]) -> dict[str, 
         return {}
     for node in layers:
         _own_copy(graph, node)
-    with _float(graph):
+    with passed_through(graph):  # the float model
         wanted = _mean_outputs(graph, layers, samples)
     steps = [torch.fx.Interpreter(graph, garbage_collect_values=True) for _ in samples]
     for step, sample in zip(steps, samples, strict=True):
@@ -141,23 +141,28 @@ def _same(value: Any) -> Any:
 
 
 @contextmanager
-def _float(graph: Any) -> Iterator[None]:
-    """Within the block, every dequantize(quantize(x)) of the graph gives x back: the float model."""
+def passed_through(graph: Any, chosen: Callable[[Any, Any], bool] = lambda _dq, _q: True) -> Iterator[bool]:
+    """Within the block, each dequantize(quantize(x)) pair of the graph that `chosen(dequantize node,
+    quantize node)` picks gives x back (all of them: the float model). Yields whether any did."""
     saved = []
     for node in graph.graph.nodes:
         source = node.args[0] if node.args else None
-        if _is_qdq(node, "dequantize") and getattr(source, "op", None) == "call_function" \
-                and _is_qdq(source, "quantize"):
+        if is_qdq(node, "dequantize") and getattr(source, "op", None) == "call_function" \
+                and is_qdq(source, "quantize") and chosen(node, source):
             saved.append((node, node.target, node.args, node.kwargs))
             node.target, node.args, node.kwargs = _same, (source.args[0],), {}
-    graph.recompile()
+    if saved:
+        graph.recompile()
     try:
-        yield
+        yield bool(saved)
     finally:
         for node, target, args, kwargs in saved:
             node.target, node.args, node.kwargs = target, args, kwargs
-        graph.recompile()
+        if saved:
+            graph.recompile()
 
 
-def _is_qdq(node: Any, kind: str) -> bool:
-    return str(node.target).startswith(f"quantized_decomposed.{kind}_per")
+def is_qdq(node: Any, kind: str = "") -> bool:
+    """A quantized_decomposed quantize_* / dequantize_* op (`kind` narrows it to one of the two)."""
+    name = str(node.target)
+    return name.startswith(f"quantized_decomposed.{kind}") and "quantize_per" in name

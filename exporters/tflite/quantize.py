@@ -9,12 +9,14 @@ accuracy budget, torch modules are left in float, most harmful first."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from compress.contracts import Exported, QuantizeRequest, WeightedOp, first_layers, match_names
 from compress.errors import tool_failure
-from compress.exporters.tflite.bias_correction import correct_biases
+from compress.exporters.tflite.bias_correction import correct_biases, is_qdq, passed_through
 from compress.exporters.tflite.export import prepare_for_tflite
 
 # Calibration samples bias correction measures means on: 16, 32 and 128 gave the same agreement on
@@ -327,7 +329,7 @@ def rank_by_output_error(request: QuantizeRequest, ignored: list[str], first: li
         everything = output_error()
         lowered: dict[str, float] = {}
         for name in candidates:
-            with _Int8Undone(graph, prefix + name) as undone:
+            with _int8_undone(graph, prefix + name) as undone:
                 if undone:
                     lowered[name] = everything - output_error()
     except Exception as exc:
@@ -343,46 +345,17 @@ def _flat(output: Any) -> Any:
     return torch.cat([p.detach().float().flatten() for p in parts])
 
 
-def _same(value: Any) -> Any:
-    return value
-
-
-class _Int8Undone:
+@contextmanager
+def _int8_undone(graph: Any, module: str) -> Iterator[bool]:
     """Within the block, the quantize -> dequantize pairs on a module's weights, inputs and outputs
     (through the activation fused after it) pass their float input through unchanged."""
-
-    def __init__(self, graph: Any, module: str) -> None:
-        self.graph, self.module = graph, module
-        self.saved: list[tuple[Any, Any, Any, Any]] = []
-
-    def __enter__(self) -> bool:
-        nodes = self.graph.graph.nodes
-        own = {n for n in nodes if n.op == "call_function" and not _is_qdq(n) and _in_modules(n, [self.module])}
-        for node in nodes:  # the ReLU / ReLU6 right after it carries its output range
-            if node.op == "call_function" and node.target in _targets()["activations"] and node.args[0] in own:
-                own.add(node)
-        for node in nodes:
-            source = node.args[0] if node.args else None
-            if not (_is_qdq(node, "dequantize") and getattr(source, "op", None) == "call_function"
-                    and _is_qdq(source, "quantize")):
-                continue
-            if source.args[0] in own or any(user in own for user in node.users):
-                self.saved.append((node, node.target, node.args, node.kwargs))
-                node.target, node.args, node.kwargs = _same, (source.args[0],), {}
-        if self.saved:
-            self.graph.recompile()
-        return bool(self.saved)
-
-    def __exit__(self, *_exc: object) -> None:
-        for node, target, args, kwargs in self.saved:
-            node.target, node.args, node.kwargs = target, args, kwargs
-        if self.saved:
-            self.graph.recompile()
-
-
-def _is_qdq(node: Any, kind: str = "") -> bool:
-    name = str(node.target)
-    return name.startswith(f"quantized_decomposed.{kind}") and "quantize" in name
+    nodes = graph.graph.nodes
+    own = {n for n in nodes if n.op == "call_function" and not is_qdq(n) and _in_modules(n, [module])}
+    for node in nodes:  # the ReLU / ReLU6 right after it carries its output range
+        if node.op == "call_function" and node.target in _targets()["activations"] and node.args[0] in own:
+            own.add(node)
+    with passed_through(graph, lambda dq, q: q.args[0] in own or any(user in own for user in dq.users)) as undone:
+        yield undone
 
 
 def _convert(request: QuantizeRequest, ignored: list[str], dest: Path, first: list[str]) -> dict[str, Any]:
