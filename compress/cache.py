@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from compress.artifact import ARTIFACT_META, Artifact, sha256_of
@@ -34,15 +34,44 @@ def _remove(folder: Path) -> None:
 
 
 class ArtifactCache:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, shared: bool = False) -> None:
         self.root = root
+        self.shared = shared  # several runs at once (a sweep's trials): each key built under its lock
 
     def sweep(self) -> None:
-        """Remove what a run that was killed outright (kill -9, a power cut) left half-written. Only
-        under the output folder's lock: no other run is writing here."""
+        """Remove what a run that was killed outright (kill -9, a power cut) left half-written: the
+        staging folders of keys no process is building now (runs of a sweep share one cache)."""
         if self.root.is_dir():
             for leftover in self.root.glob(".*"):
-                shutil.rmtree(leftover, ignore_errors=True)
+                if leftover.name == ".locks":
+                    continue
+                key = leftover.name[1:].split(".")[0]
+                if not (self.root / ".locks" / f"{key}.lock").exists():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                    continue
+                with self.building(key, wait=False) as free:
+                    if free:
+                        shutil.rmtree(leftover, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def building(self, artifact_id: str, *, wait: bool = True) -> Iterator[bool]:
+        """Hold the key's lock (the kernel's flock: a process that dies holds nothing), so that of
+        several runs that need the same artifact at once one builds it and the others reuse it.
+        Yields False, without waiting, when `wait` is off and another process holds it."""
+        import fcntl
+
+        locks = self.root / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{artifact_id}.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def lookup(self, artifact_id: str) -> Artifact | None:
         """The cached artifact, if there is one whose files still hash to what was recorded."""

@@ -104,21 +104,25 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="Reuse cached artifacts whose input and config are unchanged.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="Folder that holds runs/<name>/<run-id>/.")
-def run(recipe: Path, overrides: tuple[str, ...], resume: bool, out: Path) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Show library logs and warnings too (they always go to run.log).")
+def run(recipe: Path, overrides: tuple[str, ...], resume: bool, out: Path, verbose: bool) -> None:
     """Run RECIPE end to end: stages, exports, int8, verification, results."""
-    from rich.console import Console
-
+    from compress.console import RunConsole
     from compress.errors import CompressError
     from compress.pipeline import Pipeline, RunOptions
     from compress.recipe import load_recipe
+    from compress.report import render_summary
 
-    console = Console(stderr=True)
+    console = RunConsole(stderr=True)
     try:
         plan = load_recipe(recipe, list(overrides))
-        outcome = Pipeline(plan, RunOptions(out=out, resume=resume), console).run()
+        outcome = Pipeline(plan, RunOptions(out=out, resume=resume, verbose=verbose), console).run()
     except CompressError as exc:
         _fail(exc)
-    click.echo(outcome.table)
+    click.echo(render_summary(outcome.results), nl=False)
+    click.echo(f"table: {outcome.folder / 'table.txt'}")
+    if (outcome.folder / "report.html").is_file():
+        click.echo(f"report: {outcome.folder / 'report.html'}")
     click.echo(f"results: {outcome.folder / 'results.json'}")
     if outcome.results.status == "incomplete":
         click.echo("error: the run is incomplete: a measurement failed or timed out (see the table)", err=True)
@@ -209,6 +213,21 @@ def bench_command(model: Path, runtime: str | None, threads: str, batch: int, wa
     if failed:
         click.echo(f"error: {failed[0].runtime} ({failed[0].threads} threads): {failed[0].response.error}", err=True)
         sys.exit(ExitCode.INCOMPLETE)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+def report(folder: Path) -> None:
+    """Write FOLDER/report.html for a run (results.json) or a sweep (sweep.json): one self-contained page."""
+    from compress.errors import CompressError, InputError
+    from compress.html_report import write_report
+
+    if not folder.is_dir():
+        _fail(InputError("no such run or sweep folder", file=str(folder)))
+    try:
+        click.echo(f"report: {write_report(folder)}")
+    except CompressError as exc:
+        _fail(exc)
 
 
 @main.command()

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from compress import __version__, versions
 from compress.artifact import size_of
 from compress.cache import ArtifactCache
+from compress.console import activity, advance, quiet_terminal, running
 from compress.contracts import SOURCE_FORMAT
 from compress.errors import (
     CompressError,
@@ -48,6 +49,9 @@ class RunOptions:
     out: Path = Path("runs")
     resume: bool = False
     run_id: str | None = None
+    verbose: bool = False  # library output on the terminal too, not only in run.log
+    cache: Path | None = None  # a cache shared with other runs at once (a sweep's): default <out>/<name>/cache
+    measure: Callable[..., Any] | None = None  # (target, request, timeout_s) -> response: a sweep's device queue
 
 
 @dataclass
@@ -159,14 +163,16 @@ class Pipeline:
         self.recipe = plan.recipe
         self.options = options
         self.console = console
-        self.cache = ArtifactCache(options.out / self.recipe.name / "cache")
+        self.cache = ArtifactCache(options.cache or options.out / self.recipe.name / "cache",
+                                   shared=options.cache is not None)
         self.log = logging.getLogger("compress.run")
         self.refusals: list[dict[str, Any]] = []
 
     def run(self) -> RunOutcome:
         _check_out(self.options.out, self.plan)
         folder = RunFolder(self.options.out, self.recipe.name, self.options.run_id or new_run_id())
-        with OutputLock(self.options.out / self.recipe.name), folder:
+        with (OutputLock(self.options.out / self.recipe.name), folder,
+              quiet_terminal(folder.staging / "run.log", self.console, verbose=self.options.verbose)):
             self.cache.sweep()
             for stale in folder.parent.glob(".*.partial"):  # a run killed outright: say so, keep its log
                 if stale != folder.staging:
@@ -204,29 +210,37 @@ class Pipeline:
         for warning in self.plan.warnings:
             self.console.log(f"[yellow]warning[/] {warning}")
             self.log.warning("%s", warning)
-        with guarded("data", self.plan.folder):
-            data = load_data(self.plan)
-        self.log.info("data %s: %d train, %d calibration, %d test", data.source, len(data.train),
-                      len(data.calibration), len(data.test))
-        ctx = RunContext(plan=self.plan, data=data, console=self.console, log=self.log, run=run_outputs)
         built: dict[Step, Built] = {}
-        for step in flow.steps:
-            parent = built.get(step.parent) if step.parent is not None else None
-            if step.parent is not None and parent is None:
-                continue  # its parent was refused
-            result = self._step(step, parent, ctx)
-            if result is not None:
-                built[step] = result
-        self._check_ignore_globs([b for b in built.values() if isinstance(b.step, QuantizeStep)])
+        # the progress display starts before the data loads: a large data set shows it is being read
+        with running(self.console, len(flow.steps) + 1, self.recipe.name):
+            activity(self.console, "data")
+            with guarded("data", self.plan.folder):
+                data = load_data(self.plan)
+            self.log.info("data %s: %d train, %d calibration, %d test", data.source, len(data.train),
+                          len(data.calibration), len(data.test))
+            advance(self.console)
+            ctx = RunContext(plan=self.plan, data=data, console=self.console, log=self.log, run=run_outputs)
+            for step in flow.steps:
+                parent = built.get(step.parent) if step.parent is not None else None
+                if step.parent is not None and parent is None:
+                    advance(self.console)
+                    continue  # its parent was refused
+                result = self._step(step, parent, ctx)
+                if result is not None:
+                    built[step] = result
+                advance(self.console)
+            self._check_ignore_globs([b for b in built.values() if isinstance(b.step, QuantizeStep)])
 
-        from compress.verify import Verifier
+            from compress.verify import Verifier
 
-        artifacts = [b.artifact for b in built.values()]
-        torch_models = {b.artifact.id: b.torch_model for b in built.values() if b.artifact.format == SOURCE_FORMAT}
-        assert ctx.original is not None
-        with guarded("verify", folder / "verify"):
-            verifier = Verifier(self.plan, data, ctx.original, folder / "verify", self.console, torch_models)
-            measurements = verifier.verify(artifacts)
+            artifacts = [b.artifact for b in built.values()]
+            torch_models = {b.artifact.id: b.torch_model for b in built.values()
+                            if b.artifact.format == SOURCE_FORMAT}
+            assert ctx.original is not None
+            with guarded("verify", folder / "verify"):
+                verifier = Verifier(self.plan, data, ctx.original, folder / "verify", self.console, torch_models,
+                                    measure=self.options.measure)
+                measurements = verifier.verify(artifacts)
         with guarded("results", folder):
             return self._results(run_id, folder, started, data, list(built.values()), measurements, environment)
 
@@ -238,23 +252,8 @@ class Pipeline:
     def _build_or_reuse(self, step: Step, parent: Built | None, ctx: RunContext) -> Built | None:
         try:
             key = step.key(ctx)
-            cached = self.cache.lookup(key) if self.options.resume else None
-            if cached is not None:
-                self.log.info("%s: reused %s", step.label, key)
-                result = Built(step, cached, True, 0.0, step.reuse(cached, parent, ctx))
-            else:
-                step.announce(ctx)
-                started = time.perf_counter()
-                models: list[Any] = []
-
-                def build(folder: Path) -> Artifact:
-                    artifact, model = step.build(parent, folder, ctx)
-                    models.append(model)
-                    return artifact
-
-                artifact = self.cache.store(key, build)
-                result = Built(step, artifact, False, time.perf_counter() - started, models[0])
-                self.log.info("%s %s in %.1fs", step.label, artifact.name, result.seconds)
+            with self.cache.building(key) if self.cache.shared else contextlib.nullcontext():
+                result = self._reuse_or_build(step, key, parent, ctx)
             step.after(result, ctx)
         except StageError as exc:
             if not step.refusable:
@@ -262,6 +261,27 @@ class Pipeline:
             self._refuse(step, exc)
             return None
         self._say_what_stayed_float(result)
+        return result
+
+    def _reuse_or_build(self, step: Step, key: str, parent: Built | None, ctx: RunContext) -> Built:
+        # a shared cache is read whatever --resume says: a sweep's trials share the steps they have in common
+        cached = self.cache.lookup(key) if self.options.resume or self.cache.shared else None
+        if cached is not None:
+            self.log.info("%s: reused %s", step.label, key)
+            result = Built(step, cached, True, 0.0, step.reuse(cached, parent, ctx))
+        else:
+            step.announce(ctx)
+            started = time.perf_counter()
+            models: list[Any] = []
+
+            def build(folder: Path) -> Artifact:
+                artifact, model = step.build(parent, folder, ctx)
+                models.append(model)
+                return artifact
+
+            artifact = self.cache.store(key, build)
+            result = Built(step, artifact, False, time.perf_counter() - started, models[0])
+            self.log.info("%s %s in %.1fs", step.label, artifact.name, result.seconds)
         return result
 
     def _refuse(self, step: Step, exc: StageError) -> None:
@@ -335,6 +355,9 @@ class Pipeline:
         table = render_table(results)
         write_atomic(folder / "results.json", results.model_dump_json(indent=1))
         write_atomic(folder / "table.txt", table)
+        from compress.html_report import run_report
+
+        write_atomic(folder / "report.html", run_report(results))
         return RunOutcome(folder=folder, results=results, table=table)
 
 

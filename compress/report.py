@@ -61,9 +61,20 @@ def render_table(results: Results) -> str:
     lines = [console.export_text()]
     for key, value in results.summary.items():
         if key == "gates":
-            lines.extend(f"GATE {'ok  ' if c['passed'] else 'FAIL'} {c['gate']}: {c['message']}" for c in value)
+            lines.extend(_gate_lines(value))
         else:
             lines.append(f"{key}: {value}")
+    lines.extend(_problems(results))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _gate_lines(checks: list[dict[str, Any]]) -> list[str]:
+    return [f"GATE {'ok  ' if c['passed'] else 'FAIL'} {c['gate']}: {c['message']}" for c in checks]
+
+
+def _problems(results: Results) -> list[str]:
+    """Every parity failure, refusal and failed measurement, one line each."""
+    lines: list[str] = []
     for m in results.measurements:
         if m.parity is not None and not m.parity.passed:
             lines.append(f"PARITY FAILED {m.artifact} on {m.runtime} ({m.target}) against {m.parity.reference}: "
@@ -74,7 +85,42 @@ def render_table(results: Results) -> str:
     failed = [m for m in results.measurements if m.status not in ("ok", "skipped")]
     for m in failed:
         lines.append(f"INCOMPLETE {m.artifact} on {m.runtime} ({m.target}): {m.status}: {m.error}")
-    return "\n".join(lines).rstrip() + "\n"
+    return lines
+
+
+def render_summary(results: Results, width: int = 120) -> str:
+    """The terminal's summary: one row per measurement in at most `width` columns, the gates and
+    every problem; the full table is table.txt and report.html."""
+    from rich.console import Console
+    from rich.table import Table, box
+
+    metric = results.task.get("metric", "metric")
+    targets = {(m.target, m.threads) for m in results.measurements}
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = ["artifact", "runtime"] + (["target", "threads"] if len(targets) > 1 else []) + [
+        "precision", metric, "agreement", "parity", "size", "p50 ms", "vs fp32"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("artifact", "runtime", "target", "precision")
+                         else "right", overflow="fold")
+    for m in results.measurements:
+        artifact = results.artifact(m.artifact)
+        speedup = results.summary.get(f"{m.artifact}_speedup_p50_vs_fp32_{m.runtime}_{m.threads}t")
+        row = [m.artifact, m.runtime] + ([m.target, str(m.threads)] if len(targets) > 1 else []) + [
+            artifact.precision, f"{m.metric[metric]:.4f}" if metric in m.metric else "-",
+            f"{m.agreement:.4f}" if m.agreement is not None else "-",
+            "-" if m.parity is None else "ok" if m.parity.passed else "FAIL", _mb(artifact.size_bytes),
+            f"{m.latency.p50_ms:.3f}" if m.latency else m.status, "-" if speedup is None else f"{speedup:.2f}x"]
+        table.add_row(*row)
+    console = Console(record=True, width=width, file=io.StringIO())
+    console.print(table)
+    import textwrap
+
+    lines = [line.rstrip() for line in textwrap.dedent(console.export_text()).splitlines() if line.strip()]
+    lines.extend(_gate_lines([c for c in results.summary.get("gates", []) if not c["passed"]]))
+    lines.extend(_problems(results))
+    wrapped = [part for line in lines for part in (
+        [line] if len(line) <= width else textwrap.wrap(line, width=width, subsequent_indent="  "))]
+    return "\n".join(wrapped) + "\n"
 
 
 def _first(results: Results, artifact: str, runtime: str | None = None) -> Measurement | None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from compress import versions
 from compress.artifact import Artifact, sha256_of, stable_hash
+from compress.console import activity
 from compress.contracts import SOURCE_FORMAT, Exported, ExportRequest, QuantizeRequest, StageContext
 from compress.errors import CompressError, InputError, StageError
 
@@ -110,7 +111,7 @@ class Step:
         return self.__dict__["_key"]
 
     def announce(self, ctx: RunContext) -> None:
-        ctx.console.log(f"{self.label} [bold]{self.name}[/]")
+        activity(ctx.console, f"{self.label} [bold]{self.name}[/]")
 
     def build(self, parent: Built | None, folder: Path, ctx: RunContext) -> tuple[Artifact, Any]:
         """Write the artifact inside `folder`; returns it and the torch model at hand for it."""
@@ -191,7 +192,7 @@ class OriginalStep(Step):
                 "data": ctx.data.fingerprint() if trains else None, "seed": ctx.plan.recipe.seed}
 
     def announce(self, ctx: RunContext) -> None:
-        ctx.console.log("original model")
+        activity(ctx.console, "original model")
 
     def build(self, parent: Built | None, folder: Path, ctx: RunContext) -> tuple[Artifact, Any]:
         from compress.modelio import build_model
@@ -274,7 +275,7 @@ class StageStep(Step):
         return {"stage": self.stage.name, "config": self.stage.config.model_dump(mode="json")}
 
     def announce(self, ctx: RunContext) -> None:
-        ctx.console.log(f"stage [bold]{self.label}[/]")
+        activity(ctx.console, f"stage [bold]{self.label}[/]")
 
     def build(self, parent: Built | None, folder: Path, ctx: RunContext) -> tuple[Artifact, Any]:
         assert self.stage is not None and parent is not None and ctx.original is not None
@@ -298,7 +299,7 @@ class StageStep(Step):
     def reuse(self, artifact: Artifact, parent: Built | None, ctx: RunContext) -> Any:
         from compress.modelio import load_torch_artifact
 
-        ctx.console.log(f"stage [bold]{self.label}[/]: unchanged, reused from cache")
+        activity(ctx.console, f"stage [bold]{self.label}[/]: unchanged, reused from cache")
         return load_torch_artifact(artifact.path)
 
 
@@ -325,7 +326,7 @@ class ExportStep(Step):
         return {"format": self.format.name, "options": options.model_dump(mode="json") if options else None}
 
     def announce(self, ctx: RunContext) -> None:
-        ctx.console.log(f"export [bold]{self.name}[/]")
+        activity(ctx.console, f"export [bold]{self.name}[/]")
 
     def build(self, parent: Built | None, folder: Path, ctx: RunContext) -> tuple[Artifact, Any]:
         assert self.format is not None and parent is not None
@@ -356,7 +357,8 @@ class QuantizeStep(Step):
         assert config is not None
         calibrated = (f", {min(config.calibration.samples, len(ctx.data.calibration))} calibration samples"
                       if config.mode == "static" else "")
-        ctx.console.log(f"quantize [bold]{self.name}[/] ({self.format.plugin.quantizer}, {config.mode}{calibrated})")
+        activity(ctx.console,
+                 f"quantize [bold]{self.name}[/] ({self.format.plugin.quantizer}, {config.mode}{calibrated})")
 
     def build(self, parent: Built | None, folder: Path, ctx: RunContext) -> tuple[Artifact, Any]:
         assert self.format is not None and parent is not None
@@ -411,7 +413,7 @@ def _validation(format_name: str, source: Artifact, ctx: RunContext) -> Any:
             ctx.calibration_reference = reference_outputs(ctx.original, ctx.data.calibration.inputs)
         reference = ctx.calibration_reference
     def progress(line: str) -> None:
-        ctx.console.log(f"accuracy-aware {format_name}: {line}")
+        activity(ctx.console, f"accuracy-aware {format_name}: {line}")
         ctx.log.info("accuracy-aware %s: %s", format_name, line)
 
     return Validation(x=ctx.data.calibration.inputs, y=ctx.data.calibration.y, metric=metric,

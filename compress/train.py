@@ -31,7 +31,8 @@ def fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, batch_s
     loss of each epoch."""
     import numpy as np
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from compress.console import task
 
     seed_everything(seed)
     trainable = [p for p in model.parameters() if p.requires_grad]  # frozen ones stay as they are
@@ -40,10 +41,7 @@ def fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, batch_s
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
     history: list[float] = []
     model.train()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(description, total=epochs * steps_per_epoch, loss=float("nan"))
+    with task(console, description, epochs * steps_per_epoch) as update:
         for epoch in range(epochs):
             total, count = 0.0, 0
             for batch in batches(split, batch_size, shuffle=True, seed=seed + epoch):
@@ -55,7 +53,7 @@ def fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, batch_s
                 schedule.step()
                 total += float(loss.detach()) * len(batch)
                 count += len(batch)
-                progress.update(task, advance=1, loss=total / count)
+                update(note=f"loss {total / count:.4f}")
             history.append(total / count)
     model.eval()
     return history

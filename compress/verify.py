@@ -7,6 +7,7 @@ calls after a warm-up. Agreement is against the original torch model's predictio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from compress import tasks
+from compress.console import activity, advance, grow
 from compress.measure import agent_request, latency_plan
 from compress.results import Measurement, Parity
 from compress.targets import prepare as prepare_target
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from compress.data import Splits
     from compress.plan import Plan
     from compress.recipe import ParityThresholds
+    from compress.runtimes.protocol import Request, Response
 
 
 def parity(outputs: np.ndarray, reference: np.ndarray, reference_name: str,
@@ -82,8 +85,11 @@ def reference_outputs(model: torch.nn.Module, x: np.ndarray | dict[str, np.ndarr
 
 class Verifier:
     def __init__(self, plan: Plan, data: Splits, original: torch.nn.Module, folder: Path, console: Console,
-                 torch_models: dict[str, torch.nn.Module] | None = None) -> None:
+                 torch_models: dict[str, torch.nn.Module] | None = None,
+                 measure: Callable[[Target, Request, float], Response] | None = None) -> None:
         self.plan = plan
+        # who measures on a target: the target itself, or a sweep's queue that measures one at a time
+        self.measure_on = measure or (lambda target, request, timeout_s: target.measure(request, timeout_s))
         self.config = plan.recipe.verify
         self.data = data
         self.folder = folder
@@ -123,6 +129,7 @@ class Verifier:
         np.savez(inputs, **self.data.test.inputs)  # every input by name, in the model's order
         jobs = [(artifact, runtime, target) for artifact in artifacts
                 for runtime in self.plan.runtimes_for(artifact.format) for target in self.targets]
+        grow(self.console, len(jobs) * len(self.config.latency.threads))
         # Each device is checked once (host key, login, GPU) before anything is measured.
         for index, target in enumerate(self.targets):
             prepare_target(target, file=self.plan.file, field=f"verify.targets[{index}]")
@@ -163,9 +170,10 @@ class Verifier:
                                     outputs=outputs if position == 0 else None,
                                     batch_size=self.plan.recipe.data.batch_size,
                                     input_transpose=artifact.attributes.get("input_transpose"))
-            self.console.log(f"verify [bold]{artifact.name}[/] on {runtime} ({target.name}, {threads} thread"
-                             f"{'s' if threads > 1 else ''})")
-            response = target.measure(request, self.config.timeout_s)
+            activity(self.console, f"verify [bold]{artifact.name}[/] on {runtime} ({target.name}, {threads} thread"
+                                   f"{'s' if threads > 1 else ''})")
+            response = self.measure_on(target, request, self.config.timeout_s)
+            advance(self.console)
             if response.ok and position == 0 and outputs.is_file():  # adb's benchmark_model keeps none
                 with np.load(outputs, allow_pickle=False) as archive:
                     logits = archive["output_0"]

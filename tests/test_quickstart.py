@@ -22,8 +22,16 @@ def test_quickstart_meets_its_targets(tmp_path):
                            "--out", str(tmp_path), "--set", "verify.latency={warmup: 1, min_runs: 3, min_seconds: 0, "
                            "trials: 1, threads: [1]}"], capture_output=True, text=True, cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "distill.int8.onnx" in done.stdout  # the table is printed
+    assert "distill.int8.onnx" in done.stdout  # the summary is printed
     results_file = printed_run(done.stdout) / "results.json"
+    # a quiet console: a compact summary in 120 columns; what the libraries print is in run.log
+    console = done.stdout.splitlines() + done.stderr.splitlines()
+    assert len(console) < 60, "\n".join(console)
+    assert max(len(line) for line in console if not line.startswith(("table: ", "report: ", "results: "))) <= 120
+    noise = ("[START]", "Warning", "WARNING", "oneDNN", "absl", "nncf", "Statistics collection", "torchvision", "W1")
+    assert [line for line in console if any(word in line for word in noise)] == []
+    run_log = (results_file.parent / "run.log").read_text()
+    assert "[START] LiteRT-Torch Convert" in run_log and "FutureWarning" in run_log
     results = json.loads(results_file.read_text())
     artifacts = {a["name"]: a for a in results["artifacts"]}
     top1 = {(m["artifact"], m["runtime"]): m["metric"]["top1"] for m in results["measurements"]}

@@ -131,6 +131,7 @@ def test_verify_measures_hosts_in_parallel_and_keeps_the_order(tmp_path):
     verifier._parent_outputs = {}
     verifier.data = SimpleNamespace(test=SimpleNamespace(inputs={"input": np.zeros((2, 1))}))
     verifier.console = Console(quiet=True)
+    verifier.config = SimpleNamespace(latency=SimpleNamespace(threads=[1]))
 
     def fake_measure(artifact, runtime, target, inputs):
         target.measure(None, 1.0)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from compress.console import task
 from compress.contracts import StageContext, StageResult
 from compress.errors import InputError, StageError
 
@@ -282,11 +283,18 @@ class PruneStage:
             trial = copy.deepcopy(model)
             self._prune(trial, ratio, ctx, file)
             macs, params = tp.utils.count_ops_and_params(trial, example)
-            return float(macs if by_macs else params) / base
+            value = float(macs if by_macs else params) / base
+            update(note=f"channel ratio {ratio:.3f} -> {value:.3f}")
+            return value
 
         # torch-pruning skips a group it would empty (above ~0.9, or sooner when round_to rounds what
         # is left down to nothing), so the achieved ratio falls with the channel ratio only up to a
         # point: find it on a coarse grid, then bisect below it.
+        # the grid's 9 trials and about 8 of bisection, shown as one bar
+        with task(ctx.console, "prune search", 17) as update:
+            return self._search(achieved, target, by_macs, file)
+
+    def _search(self, achieved: Any, target: float, by_macs: bool, file: str | None) -> tuple[float, int]:
         grid = {ratio: achieved(ratio) for ratio in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)}
         low, high, steps = 0.0, min(grid, key=lambda r: (grid[r], r)), len(grid)
         best = grid[high]
