@@ -216,6 +216,42 @@ def bench_command(model: Path, runtime: str | None, threads: str, batch: int, wa
 
 
 @main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="Folder that holds runs/<name>/sweeps/<sweep-id>/ and the cache the trials share.")
+@click.option("--address", default=None, metavar="ADDR",
+              help="A Ray cluster (auto, host:port, ray://host:port); default: start Ray on this machine.")
+@click.option("--resume", type=click.Path(path_type=Path), default=None, metavar="SWEEP_FOLDER",
+              help="Go on with a sweep whose driver stopped: finished trials are kept, the rest run.")
+@click.option("--parallel", type=click.IntRange(min=1), default=None, help="Trials at once (default: sweep.parallel, "
+              "else Ray's CPUs / sweep.cpus_per_trial).")
+def sweep(recipe: Path, out: Path, address: str | None, resume: Path | None, parallel: int | None) -> None:
+    """Run RECIPE's sweep: section, each trial a recipe run on Ray; write sweep.json and the Pareto set."""
+    from compress.console import RunConsole
+    from compress.errors import CompressError
+    from compress.sweep.engine import run_sweep
+    from compress.sweep.summary import render_sweep
+
+    console = RunConsole(stderr=True)
+    try:
+        outcome = run_sweep(recipe, out=out, console=console, address=address, resume=resume, parallel=parallel)
+    except CompressError as exc:
+        _fail(exc)
+    click.echo(render_sweep(outcome.record), nl=False)
+    click.echo(f"report: {outcome.folder / 'report.html'}")
+    click.echo(f"sweep: {outcome.folder / 'sweep.json'}")
+    trials = outcome.record["trials"]
+    failed = [t for t in trials if t["status"] != "ok"]
+    if failed:
+        click.echo(f"error: {len(failed)} of {len(trials)} trials did not finish: trial {failed[0]['id']}: "
+                   f"{failed[0]['error']}", err=True)
+        sys.exit(ExitCode.INCOMPLETE)
+    if not any(t["feasible"] for t in trials):
+        click.echo("error: no trial meets the sweep's constraints (the Pareto set over all trials is kept)", err=True)
+        sys.exit(ExitCode.FAILED)
+
+
+@main.command()
 @click.argument("folder", type=click.Path(path_type=Path))
 def report(folder: Path) -> None:
     """Write FOLDER/report.html for a run (results.json) or a sweep (sweep.json): one self-contained page."""

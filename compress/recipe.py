@@ -17,6 +17,7 @@ from compress.budget import AccuracyDrop, Budget
 from compress.errors import InputError
 from compress.gates import GatesConfig
 from compress.recipe_yaml import LocatedYaml, apply_overrides, format_path, load_located_yaml
+from compress.sweep_config import SweepConfig
 from compress.validation import first_error_message
 
 if TYPE_CHECKING:
@@ -325,6 +326,7 @@ class Recipe(Strict):
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     gates: GatesConfig | None = None
     paths: PathsConfig = Field(default_factory=PathsConfig)
+    sweep: SweepConfig | None = None  # read by `compress sweep` only
 
     @field_validator("stages")
     @classmethod
