@@ -135,6 +135,7 @@ def quiet_terminal(log_path: Path, console: Console, *, verbose: bool = False) -
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)  # first: nothing to undo if it fails
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     previous_file = console._file  # None: the console follows sys.stderr (or sys.stdout)
     terminal = None
@@ -142,7 +143,6 @@ def quiet_terminal(log_path: Path, console: Console, *, verbose: bool = False) -
         # the console writes to the terminal the process started with, not to what fd 2 becomes
         terminal = os.fdopen(os.dup(console.file.fileno()), "w", buffering=1, encoding="utf-8", errors="replace")
         console.file = terminal
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
