@@ -263,3 +263,42 @@ def test_a_shared_cache_keeps_what_another_run_is_building_and_sweeps_what_nobod
         assert building.is_dir() and not abandoned.exists()
     cache.sweep()
     assert not building.exists()
+
+
+@pytest.mark.slow
+def test_tpe_asks_trials_until_its_count_and_a_killed_driver_resumes(write_recipe, tmp_path):
+    """Optuna's TPE through the driver: trials asked as results come in, up to `trials`; the driver
+    killed outright mid-sweep, then --resume: every trial finished exactly once."""
+    sweep = {"parameters": {"quantize.calibration.samples": {"low": 16, "high": 64, "integer": True},
+                            "quantize.calibration.method": ["minmax", "percentile"]},
+             "strategy": "tpe", "trials": 3, "parallel": 1}
+    recipe = write_recipe(small_recipe(sweep=sweep))
+    driver = subprocess.Popen([sys.executable, "-m", "compress.cli", "sweep", recipe, "--out", tmp_path / "runs"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    records = tmp_path / "runs" / "small" / "sweeps"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and driver.poll() is None:
+        found = list(records.glob("*/sweep.json"))
+        if found and sum(t["status"] == "ok" for t in json.loads(found[0].read_text())["trials"]) >= 1:
+            break
+        time.sleep(0.5)
+    assert driver.poll() is None, driver.communicate()
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray instance it started
+    driver.wait(timeout=60)
+    folder = found[0].parent
+    before = json.loads((folder / "sweep.json").read_text())
+    assert 1 <= sum(t["status"] == "ok" for t in before["trials"]) < 3
+    again = _compress("sweep", recipe, "--out", tmp_path / "runs", "--resume", folder, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    record = json.loads((folder / "sweep.json").read_text())
+    assert [t["id"] for t in record["trials"]] == [0, 1, 2] and all(t["status"] == "ok" for t in record["trials"])
+    for trial in record["trials"]:
+        params = trial["parameters"]
+        assert 16 <= params["quantize.calibration.samples"] <= 64
+        assert isinstance(params["quantize.calibration.samples"], int)
+        assert len(_completed_runs(folder / "trials" / str(trial["id"]))) == 1
+        resolved = yaml.safe_load((folder / trial["run"] / "recipe.resolved.yaml").read_text())
+        assert resolved["quantize"]["calibration"]["samples"] == params["quantize.calibration.samples"]
+    finished_before = [t for t in before["trials"] if t["status"] == "ok"]
+    assert all(record["trials"][t["id"]] == t for t in finished_before)  # kept as they were, not rerun

@@ -33,19 +33,29 @@ def attempts(trial_dir: Path) -> int:
 
 def run_trial(recipe: str, overrides: list[str], trial_dir: str, cache: str, queues: dict[str, Any]) -> dict[str, Any]:
     """Run one trial; a bad configuration is a failed trial (returned), never an exception to retry."""
+    import fcntl
+
+    folder = Path(trial_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "attempts.jsonl", "a") as log:  # what the test of a killed worker reads
+        log.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}) + "\n")
+    # One attempt at a time: an earlier attempt that outlived its driver (a worker not yet told)
+    # holds this lock until it ends; then its finished run is found here, or it left none.
+    with open(folder / ".attempt.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = finished_run(folder)
+        if done is not None:
+            return {"status": "ok", "run": str(done)}
+        return _run(recipe, overrides, folder, cache, queues)
+
+
+def _run(recipe: str, overrides: list[str], folder: Path, cache: str, queues: dict[str, Any]) -> dict[str, Any]:
     from rich.console import Console
 
     from compress.errors import CompressError
     from compress.pipeline import Pipeline, RunOptions
     from compress.recipe import load_recipe
 
-    folder = Path(trial_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "attempts.jsonl", "a") as log:  # what the test of a killed worker reads
-        log.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}) + "\n")
-    done = finished_run(folder)
-    if done is not None:
-        return {"status": "ok", "run": str(done)}
     started = time.perf_counter()
     with open(folder / "console.log", "a") as console_file:
         console = Console(file=console_file, width=120, log_path=False)
