@@ -9,6 +9,7 @@ driver died resumes from its folder (`--resume`): finished trials are kept, the 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -171,7 +172,7 @@ def _drive(plan: Plan, config: SweepConfig, folder: Path, cache: Path, record: d
                 tpe.remember(trial["parameters"], records.objective_values(trial["objectives"] or {},
                                                                           plan.metric.lower_is_better))
     asked: dict[int, int] = {}  # trial id -> TPE trial number
-    todo = [t for t in record["trials"] if t["status"] != "ok"]
+    todo = _spread([t for t in record["trials"] if t["status"] != "ok"])
     total = config.trials if tpe is not None else len(record["trials"])
     in_flight: dict[Any, dict[str, Any]] = {}
     began: dict[int, float] = {}
@@ -226,6 +227,20 @@ def _drive(plan: Plan, config: SweepConfig, folder: Path, cache: Path, record: d
     record["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     records.refresh_pareto(record)
     records.write(folder, record)
+
+
+def _spread(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials in an order where those running at once differ in their first parameter: in a grid,
+    neighbours share it (the same pruning ratio, say), so run side by side they would wait on each
+    other's cache locks for the very steps they have in common."""
+    if not trials or not trials[0]["parameters"]:
+        return trials
+    first = next(iter(trials[0]["parameters"]))
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for trial in trials:
+        groups.setdefault(json.dumps(trial["parameters"].get(first), sort_keys=True), []).append(trial)
+    rounds = itertools.zip_longest(*groups.values())
+    return [trial for one_round in rounds for trial in one_round if trial is not None]
 
 
 def _finish(trial: dict[str, Any], outcome: dict[str, Any], config: SweepConfig) -> None:
