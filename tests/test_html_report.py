@@ -160,6 +160,7 @@ def test_run_report_opens_in_a_browser_and_matches_results_json(cli, write_recip
     assert again.exit_code == 0 and (folder / "report.html").read_text() == before
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_sweep_report_opens_in_a_browser(tmp_path):
     record = {"name": "demo", "strategy": "grid", "parameters": {"quantize.calibration.method": ["minmax", "entropy"]},
