@@ -80,7 +80,11 @@ def grow(console: Console, units: int) -> None:
 
 
 def activity(console: Console, text: str) -> None:
-    """What the run is doing now: the progress line while one is shown, else a log line."""
+    """What the run is doing now: the progress line while one is shown, else a console line; always
+    a line in run.log, where a step's start is recorded (the terminal's line is gone when it ends)."""
+    from rich.text import Text
+
+    logging.getLogger("compress.run").info("%s", Text.from_markup(text).plain)
     progress = getattr(console, "progress", None)
     if progress is not None:
         progress.update(console._overall, description=text)  # type: ignore[attr-defined]

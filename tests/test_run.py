@@ -65,8 +65,9 @@ def test_run_folder_holds_everything(finished_run):
     from compress.results import Results
 
     folder, results = finished_run
-    assert sorted(p.name for p in folder.iterdir()) == ["artifacts", "recipe.resolved.yaml", "results.json",
-                                                        "run.log", "table.txt", "verify", "versions.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["artifacts", "recipe.resolved.yaml", "report.html",
+                                                        "results.json", "run.log", "table.txt", "verify",
+                                                        "versions.json"]
     assert sorted(p.name for p in (folder / "verify").iterdir()) == sorted(
         ["inputs.npz"] + [f"{m['artifact']}.{m['runtime']}.local.npz" for m in results["measurements"]])
     # every artifact the results name is in the run folder, and nothing else is
@@ -75,6 +76,10 @@ def test_run_folder_holds_everything(finished_run):
     assert all((folder / a["path"]).exists() for a in results["artifacts"])
     # the table a person reads is the one results.json renders to
     assert (folder / "table.txt").read_text() == render_table(Results.model_validate(results))
+    # and so is the page: report.html is written from results.json alone
+    from compress.html_report import run_report
+
+    assert (folder / "report.html").read_text() == run_report(Results.model_validate(results))
     # the resolved recipe is the recipe as written, every default filled in and quantize.mode auto resolved
     resolved = yaml.safe_load((folder / "recipe.resolved.yaml").read_text())
     written = Recipe.model_validate(small_recipe()).model_dump(mode="json")

@@ -86,7 +86,7 @@ def _trial(number: int, parameters: dict[str, Any]) -> dict[str, Any]:
             "objectives": None, "feasible": None, "violations": [], "attempts": 0, "seconds": None}
 
 
-def _start_ray(address: str | None, folder: Path) -> bool:
+def _start_ray(address: str | None) -> bool:
     """Connect to the cluster at `address`, or start a local instance; True when we started it."""
     import ray
 
@@ -107,7 +107,7 @@ def _start_ray(address: str | None, folder: Path) -> bool:
 
 def run_sweep(recipe: Path, *, out: Path, console: Console, address: str | None = None,
               resume: Path | None = None, parallel: int | None = None) -> SweepOutcome:
-    from compress.console import quiet_terminal, running
+    from compress.console import quiet_terminal
     from compress.pipeline import OutputLock
     from compress.recipe import load_recipe
 
@@ -134,9 +134,9 @@ def run_sweep(recipe: Path, *, out: Path, console: Console, address: str | None 
         record = _new_record(plan, config, folder.name)
         records.write(folder, record)
     with OutputLock(folder), quiet_terminal(folder / "sweep.log", console):
-        started_here = _start_ray(address, folder)
+        started_here = _start_ray(address)
         try:
-            _drive(plan, config, folder, out / plan.recipe.name / "cache", record, console, parallel, running)
+            _drive(plan, config, folder, out / plan.recipe.name / "cache", record, console, parallel)
         finally:
             if started_here:
                 import ray
@@ -149,10 +149,10 @@ def run_sweep(recipe: Path, *, out: Path, console: Console, address: str | None 
 
 
 def _drive(plan: Plan, config: SweepConfig, folder: Path, cache: Path, record: dict[str, Any], console: Console,
-           parallel: int | None, running: Any) -> None:
+           parallel: int | None) -> None:
     import ray
 
-    from compress.console import activity, advance
+    from compress.console import activity, advance, running
     from compress.sweep.trial import DeviceQueue, attempts, run_trial
 
     hosts = {target.host for target in plan.targets}
@@ -188,6 +188,7 @@ def _drive(plan: Plan, config: SweepConfig, folder: Path, cache: Path, record: d
     done_before = sum(t["status"] == "ok" for t in record["trials"])
     with running(console, total or 0, f"sweep {plan.recipe.name}"):
         advance(console, done_before)
+
         def more_to_ask() -> bool:
             return tpe is not None and len(record["trials"]) < (config.trials or 0)
 
@@ -209,7 +210,8 @@ def _drive(plan: Plan, config: SweepConfig, folder: Path, cache: Path, record: d
             try:
                 outcome = ray.get(ready[0])
             except ray.exceptions.RayError as exc:
-                outcome = {"status": "failed", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
+                said = str(exc).strip().splitlines()
+                outcome = {"status": "failed", "error": f"{type(exc).__name__}: {said[0] if said else ''}"}
             trial["attempts"] = attempts(trial_dir)
             trial["seconds"] = round(outcome.get("seconds") or time.perf_counter() - began[trial["id"]], 2)
             _finish(trial, outcome, config)

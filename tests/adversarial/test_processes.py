@@ -29,15 +29,18 @@ def _start(box: Sandbox, data: dict, *extra: str) -> subprocess.Popen:
                             env={**os.environ, "TMPDIR": str(box.tmp), "COLUMNS": "200"})
 
 
-def _wait_for(process: subprocess.Popen, words: str, timeout: float = 180) -> None:
-    """Read the run's stderr until a line says `words` (the step it is in)."""
+def _wait_for(process: subprocess.Popen, words: str, out: Path, timeout: float = 180) -> None:
+    """Read the working run's run.log until a line says `words` (the step it is in: the terminal's
+    progress line is not kept, run.log records each step as it starts)."""
     deadline = time.monotonic() + timeout
-    assert process.stderr is not None
-    for line in process.stderr:
-        if words in line:
-            return
-        assert time.monotonic() < deadline, f"never reached {words!r}"
-    raise AssertionError(f"the run ended before {words!r}")
+    while time.monotonic() < deadline:
+        for log in out.glob("*/.*.partial/run.log"):
+            if words in log.read_text(errors="replace"):
+                return
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended before {words!r}: {process.communicate()[1][-2000:]}")
+        time.sleep(0.05)
+    raise AssertionError(f"never reached {words!r}")
 
 
 @pytest.mark.slow
@@ -45,7 +48,7 @@ def _wait_for(process: subprocess.Popen, words: str, timeout: float = 180) -> No
 @pytest.mark.parametrize("during", ["export", "verify"])
 def test_a_signal_ends_the_run_cleanly(box: Sandbox, sig: int, code: int, during: str) -> None:
     process = _start(box, recipe(verify=SLOW_MEASUREMENT, export=["onnx", "tflite"]))
-    _wait_for(process, "export original.tflite" if during == "export" else "verify original.onnx")
+    _wait_for(process, "export original.tflite" if during == "export" else "verify original.onnx", box.out)
     if during == "verify":
         time.sleep(2)  # the agent is measuring (its run takes 60 s)
     process.send_signal(sig)
@@ -67,7 +70,7 @@ def test_a_signal_ends_the_run_cleanly(box: Sandbox, sig: int, code: int, during
 @pytest.mark.slow
 def test_one_run_at_a_time_per_output_folder_and_a_dead_holder_holds_nothing(box: Sandbox) -> None:
     first = _start(box, recipe(verify=SLOW_MEASUREMENT))
-    _wait_for(first, "verify original")
+    _wait_for(first, "verify original", box.out)
     second = subprocess.run([sys.executable, "-m", "compress.cli", "run", str(box.root / "recipe.yaml"), "--out",
                              str(box.out)], capture_output=True, text=True, timeout=120, cwd=box.root,
                             env={**os.environ, "TMPDIR": str(box.tmp)})
