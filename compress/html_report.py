@@ -213,9 +213,12 @@ def write_report(folder: Path) -> Path:
     from compress.runtimes.files import write_atomic
 
     if (folder / "sweep.json").is_file():
+        from compress.sweep.record import read
+
+        record = read(folder)  # one line naming the file when it is not a sweep record
         try:
-            page = sweep_report(json.loads((folder / "sweep.json").read_text()))
-        except (ValueError, KeyError, TypeError) as exc:
+            page = sweep_report(record)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"not a sweep record compress can read: {type(exc).__name__}: {exc}",
                              file=str(folder / "sweep.json")) from None
     elif (folder / "results.json").is_file():

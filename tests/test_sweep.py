@@ -288,7 +288,9 @@ def test_tpe_asks_trials_until_its_count_and_a_killed_driver_resumes(write_recip
     driver.wait(timeout=60)
     folder = found[0].parent
     before = json.loads((folder / "sweep.json").read_text())
-    assert 1 <= sum(t["status"] == "ok" for t in before["trials"]) < 3
+    finished = sum(t["status"] == "ok" for t in before["trials"])
+    assert finished >= 1, "killed before a trial finished"
+    assert finished < 3, "the sweep had ended before the driver was killed"
     again = _compress("sweep", recipe, "--out", tmp_path / "runs", "--resume", folder, cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     record = json.loads((folder / "sweep.json").read_text())
@@ -302,3 +304,22 @@ def test_tpe_asks_trials_until_its_count_and_a_killed_driver_resumes(write_recip
         assert resolved["quantize"]["calibration"]["samples"] == params["quantize.calibration.samples"]
     finished_before = [t for t in before["trials"] if t["status"] == "ok"]
     assert all(record["trials"][t["id"]] == t for t in finished_before)  # kept as they were, not rerun
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("[]", "not a sweep record of schema_version 1"),
+    ('{"schema_version": 1, "trials": "x"}', "not a sweep record of schema_version 1"),
+    ('{"schema_version": 1, "trials": [{"id": 0}]}', "trials[0] is not a trial record (id, parameters, status)"),
+    ("{", "cannot read the sweep record: JSONDecodeError"),
+])
+def test_a_hostile_sweep_record_is_one_line_for_report_and_resume(cli, write_recipe, tmp_path, content, message):
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    (folder / "sweep.json").write_text(content)
+    line = fails(cli("report", folder))
+    assert line.startswith(f"error: {folder / 'sweep.json'}: {message}"), line
+    assert not (folder / "report.html").exists()
+    recipe = write_recipe(small_recipe(sweep={"parameters": {"seed": [1]}}))
+    line = fails(cli("sweep", recipe, "--out", tmp_path / "runs", "--resume", folder))
+    assert line.startswith(f"error: {folder / 'sweep.json'}: {message}"), line
+    assert sorted(p.name for p in folder.iterdir()) == ["sweep.json"]  # nothing written beside it

@@ -128,4 +128,8 @@ def read(folder: Path) -> dict[str, Any]:
     if not isinstance(record, dict) or record.get("schema_version") != SWEEP_SCHEMA_VERSION \
             or not isinstance(record.get("trials"), list):
         raise InputError(f"not a sweep record of schema_version {SWEEP_SCHEMA_VERSION}", file=str(path))
+    for index, trial in enumerate(record["trials"]):
+        if not (isinstance(trial, dict) and type(trial.get("id")) is int and isinstance(trial.get("parameters"), dict)
+                and trial.get("status") in ("pending", "running", "ok", "failed")):
+            raise InputError(f"trials[{index}] is not a trial record (id, parameters, status)", file=str(path))
     return record
