@@ -59,7 +59,6 @@ class RunConsole(Console):
             self.progress = self._overall = None
 
 
-
 @contextlib.contextmanager
 def running(console: Console, total: int, description: str) -> Iterator[None]:
     """The run's overall bar on a RunConsole; nothing on a plain one."""

@@ -413,8 +413,10 @@ def _validation(format_name: str, source: Artifact, ctx: RunContext) -> Any:
             ctx.calibration_reference = reference_outputs(ctx.original, ctx.data.calibration.inputs)
         reference = ctx.calibration_reference
     def progress(line: str) -> None:
-        activity(ctx.console, f"accuracy-aware {format_name}: {line}")
-        ctx.log.info("accuracy-aware %s: %s", format_name, line)
+        from rich.markup import escape
+
+        # layer names are the model's own: shown as written, never read as markup
+        activity(ctx.console, f"accuracy-aware {format_name}: {escape(line)}")  # run.log has it too
 
     return Validation(x=ctx.data.calibration.inputs, y=ctx.data.calibration.y, metric=metric,
                       budget=Budget.parse(config.max_accuracy_drop, metric.lower_is_better),
