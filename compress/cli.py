@@ -261,7 +261,12 @@ def report(folder: Path) -> None:
     if not folder.is_dir():
         _fail(InputError("no such run or sweep folder", file=str(folder)))
     try:
-        click.echo(f"report: {write_report(folder)}")
+        sweep = None
+        if (folder / "sweep.json").is_file():
+            from compress.sweep.record import read
+
+            sweep = read(folder)  # one line naming the file when it is not a sweep record
+        click.echo(f"report: {write_report(folder, sweep)}")
     except CompressError as exc:
         _fail(exc)
 

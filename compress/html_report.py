@@ -206,18 +206,16 @@ def sweep_report(sweep: dict[str, Any]) -> str:
     return _page(f"compress sweep · {sweep.get('name', '')}", sections, data)
 
 
-def write_report(folder: Path) -> Path:
-    """report.html for a run folder (results.json) or a sweep folder (sweep.json), written atomically."""
+def write_report(folder: Path, sweep: dict[str, Any] | None = None) -> Path:
+    """report.html for a run folder (from its results.json) or, given its record, a sweep folder;
+    written atomically. The caller reads sweep.json (compress.sweep.record.read checks it)."""
     from compress.errors import InputError
     from compress.results import Results
     from compress.runtimes.files import write_atomic
 
-    if (folder / "sweep.json").is_file():
-        from compress.sweep.record import read
-
-        record = read(folder)  # one line naming the file when it is not a sweep record
+    if sweep is not None:
         try:
-            page = sweep_report(record)
+            page = sweep_report(sweep)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"not a sweep record compress can read: {type(exc).__name__}: {exc}",
                              file=str(folder / "sweep.json")) from None

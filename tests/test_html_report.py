@@ -174,7 +174,7 @@ def test_sweep_report_opens_in_a_browser(tmp_path):
                   {"id": 2, "parameters": {"quantize.calibration.method": "<b>x</b>"}, "status": "failed",
                    "error": "boom", "objectives": None, "run": None}]}
     (tmp_path / "sweep.json").write_text(json.dumps(record))
-    write_report(tmp_path)
+    write_report(tmp_path, record)
     assert "<b>x</b>" not in (tmp_path / "report.html").read_text()
     seen = _open_in_chromium(tmp_path / "report.html")
     assert seen["errors"] == []

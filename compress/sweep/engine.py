@@ -144,7 +144,7 @@ def run_sweep(recipe: Path, *, out: Path, console: Console, address: str | None 
                 ray.shutdown()
     from compress.html_report import write_report
 
-    write_report(folder)
+    write_report(folder, record)
     return SweepOutcome(folder=folder, record=record)
 
 
