@@ -19,20 +19,17 @@ class Guarded(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         import logging
-        import signal
 
         from compress.errors import CompressError, Interrupted
+        from compress.interrupts import signals_as_exceptions
 
         # A log handler that fails in turn (no memory, a full disk) drops its record instead of
         # printing a traceback of its own to the terminal (Python's advice for production).
         logging.raiseExceptions = False
 
-        def terminate(number: int, _frame: object) -> None:
-            raise Interrupted(number)
-
-        previous = signal.signal(signal.SIGTERM, terminate)
         try:
-            return super().invoke(ctx)
+            with signals_as_exceptions():
+                return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:
@@ -48,8 +45,6 @@ class Guarded(click.Group):
             _fail(_with_log(exc))
         except Exception as exc:
             _fail(_internal(exc))
-        finally:
-            signal.signal(signal.SIGTERM, previous)
         return None
 
 
