@@ -233,9 +233,47 @@ class QuantizeRequest:
     run: RunOutputs
 
 
+@dataclass
+class Fp16Request:
+    """fp16 from this format's fp32 artifact (or from the torch model, for a converter that starts
+    there): float32 inputs and outputs kept, weights in float16."""
+
+    source: Any  # the fp32 Artifact of this format
+    torch_model: torch.nn.Module  # the torch model it was exported from
+    example: tuple[torch.Tensor, ...]  # one tensor per input, batch of 2
+    folder: Path
+    input_names: list[str]
+    run: RunOutputs
+
+
+MIN_FP16_WEIGHTS_SHARE = 0.5
+
+
+def fp16_result(path: Path, fmt: str, weights: tuple[int, int], got: np.ndarray, want: np.ndarray,
+                info: dict[str, Any]) -> Exported:
+    """An fp16 artifact, labelled fp16 only when it holds what that says: at least half of its float
+    weight bytes in float16, read back from the file (`weights`: float16 bytes, all float bytes).
+    Its outputs on the example are compared with torch's here; verify holds them to `parity.fp16`."""
+    import numpy as np
+
+    from compress.errors import StageError
+
+    half, total = weights
+    share = half / total if total else 0.0
+    if share < MIN_FP16_WEIGHTS_SHARE:
+        raise StageError(f"{fmt} fp16 conversion left {1 - share:.0%} of the weight bytes in float32 "
+                         f"(at least {MIN_FP16_WEIGHTS_SHARE:.0%} must be float16 to call it fp16)", field="quantize")
+    got64, want64 = got.astype(np.float64).ravel(), want.astype(np.float64).ravel()
+    norms = float(np.linalg.norm(got64) * np.linalg.norm(want64))
+    cosine = float(got64 @ want64 / norms) if norms > 0 else float("nan")
+    return Exported(path=path, precision="fp16", info={
+        **info, "fp16_weights_share": round(share, 4), "float_weight_bytes": total,
+        "max_abs_error_vs_torch": float(np.abs(got64 - want64).max()), "cosine_vs_torch_on_example": cosine})
+
+
 class Format(Protocol):
     """One deployment format, one plugin: everything about it lives in its folder
-    (compress/exporters/<format>/: export, quantize, inspect).
+    (compress/exporters/<format>/: export, quantize, inspect, fp16).
 
     name:         the format, as the recipe's `export:` names it
     runtimes:     runtimes that load it; the first scores accuracy-aware int8 candidates
@@ -245,7 +283,8 @@ class Format(Protocol):
     libraries / quantize_libraries: distributions whose versions key its export / quantize steps
     Config:       pydantic options of its export (or None)
     quantizer:    the name of its quantizer ('' when it has none), recorded in the lineage
-    quantize_modes: {precision: (modes)} it can make, e.g. {"int8": ("static", "dynamic")}
+    quantize_modes: {precision: (modes)} it can make, e.g. {"int8": ("static", "dynamic"), "fp16": ("weights",)};
+                  a format that makes fp16 has `to_fp16(Fp16Request) -> Exported` (FormatFolder: fp16.py)
     QuantizeOptions: pydantic options only its quantizer has (`quantize.per_format.<name>`), or None
     layer_int8:   {mode: {torch layer type: "int8" | "float" | "fails"}}: what its quantizer does with
                   layers it treats specially (recurrent ones), as measured; unlisted types are "int8"
@@ -283,7 +322,8 @@ class Format(Protocol):
 
 class FormatFolder:
     """The usual shape of a format plugin: its folder holds export.py (`export(request)`), quantize.py
-    (`quantize(request)`) and inspect.py (`readback(path)`), imported only when used, so loading the
+    (`quantize(request)`), inspect.py (`readback(path)`) and, where it makes fp16, fp16.py
+    (`to_fp16(request)`), imported only when used, so loading the
     plugin stays cheap. A subclass declares the Format members above and `check_file`."""
 
     def export(self, request: ExportRequest) -> Exported:
@@ -294,6 +334,9 @@ class FormatFolder:
 
     def inspect(self, path: Path) -> Readback:
         return self._module("inspect").readback(path)
+
+    def to_fp16(self, request: Fp16Request) -> Exported:
+        return self._module("fp16").to_fp16(request)
 
     def _module(self, name: str) -> Any:
         import importlib

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from compress import registry
 from compress.artifact import Artifact
-from compress.contracts import ExportRequest, QuantizeRequest
+from compress.contracts import ExportRequest, Fp16Request, QuantizeRequest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,3 +58,19 @@ def quantize(name: str, source: Path, torch_model: torch.nn.Module | None, folde
     return plugin(name).quantize(QuantizeRequest(
         source=artifact, torch_model=torch_model, folder=folder, config=config, calibration=calibration,  # type: ignore[arg-type]
         input_names=list(input_names), validation=validation, run=run_outputs))
+
+
+def to_fp16(name: str, source: Exported, torch_model: torch.nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...],
+            folder: Path, *, input_names: tuple[str, ...] | list[str] = ("input",)) -> Exported:
+    """fp16 of what `export` made (`source`, its Exported) with format `name`'s own conversion,
+    inside `folder`; `torch_model` and `example` are what it was exported from."""
+    from compress.sessions import run_outputs
+
+    if "fp16" not in plugin(name).quantize_modes:
+        raise ValueError(f"format {name!r} makes no fp16")
+    folder.mkdir(parents=True, exist_ok=True)
+    example = example if isinstance(example, tuple) else (example,)
+    artifact = Artifact(id="source", name=source.path.name, format=name, precision="fp32", path=source.path,
+                        sha256="", lineage=("source",), info=source.info, attributes=source.attributes)
+    return plugin(name).to_fp16(Fp16Request(source=artifact, torch_model=torch_model.eval(), example=example,
+                                            folder=folder, input_names=list(input_names), run=run_outputs))

@@ -219,11 +219,17 @@ class FirstLayersConfig(Strict):
     max_macs_share: float = Field(0.1, ge=0, le=1)  # ... while they hold at most this share of the MACs
 
 
+Precision = Literal["int8", "fp16"]
+INT8_ONLY = "applies to int8"
+
+
 class QuantizeConfig(Strict):
     """The one int8 intent; each format realizes it with its own quantizer, or `compress validate`
-    refuses an option that format's tool cannot honour (docs/recipe.md has the table)."""
+    refuses an option that format's tool cannot honour (docs/recipe.md has the table). `precision`
+    may also ask for fp16 (each format's own float16 conversion), alone or beside int8; every other
+    option here is int8's."""
 
-    precision: Literal["int8"] = "int8"
+    precision: Precision | Annotated[list[Precision], Field(min_length=1)] = "int8"
     # static: weights and activations in int8, activation ranges calibrated on samples (fastest).
     # dynamic: int8 weights, activations quantized at run time from their actual range; it keeps
     # accuracy where activation ranges vary by input (transformers, recurrent layers): MiniLM's
@@ -263,6 +269,31 @@ class QuantizeConfig(Strict):
         """The options the recipe set (`calibration.method` for a nested one), not left to defaults."""
         nested = {f"calibration.{name}" for name in self.calibration.model_fields_set}
         return set(self.model_fields_set) | nested
+
+    def precisions(self) -> list[str]:
+        """What the recipe asks for, in its order: ["int8"], ["fp16"], ["int8", "fp16"], ..."""
+        return [self.precision] if isinstance(self.precision, str) else list(self.precision)
+
+    @property
+    def int8(self) -> bool:
+        return "int8" in self.precisions()
+
+    @field_validator("precision")
+    @classmethod
+    def _each_precision_once(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and len(set(value)) != len(value):
+            twice = next(p for p in value if value.count(p) > 1)
+            raise ValueError(f"{twice!r} is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _int8_options_need_int8(self) -> QuantizeConfig:
+        if not self.int8:
+            options = sorted(o for o in self.model_fields_set if o != "precision")
+            if options:
+                raise ValueError(f"{options[0]} {INT8_ONLY}, and precision {self.precision!r} has no int8: remove "
+                                 "it, or add int8 to precision")
+        return self
 
 
 class LatencyConfig(Strict):
@@ -408,7 +439,7 @@ def _plan(path: Path, recipe: Recipe, data: dict[str, Any], located: LocatedYaml
 
     probe = _Probe(recipe, path)
     mode_reason = None
-    if recipe.quantize is not None and recipe.quantize.mode == "auto":
+    if recipe.quantize is not None and recipe.quantize.int8 and recipe.quantize.mode == "auto":
         chosen, mode_reason = probe.int8_mode()
         recipe = recipe.model_copy(update={"quantize": recipe.quantize.model_copy(update={"mode": chosen})})
         recipe.quantize.__pydantic_fields_set__.discard("mode")  # chosen, not set by the recipe
@@ -428,12 +459,7 @@ def _plan(path: Path, recipe: Recipe, data: dict[str, Any], located: LocatedYaml
         if any(f.name == name for f in formats):
             raise InputError(f"{name!r} is exported twice", **at, field=f"export[{index}]")
         if recipe.quantize is not None:
-            modes = plugin.quantize_modes.get(recipe.quantize.precision, ())
-            if recipe.quantize.mode not in modes:
-                can = ", ".join(f"{p} {m}" for p, ms in plugin.quantize_modes.items() for m in ms) or "nothing"
-                raise InputError(f"format {name!r} cannot make {recipe.quantize.precision} {recipe.quantize.mode} "
-                                 f"(its quantizer makes: {can}); drop it from export or change quantize",
-                                 **where("quantize"), field="quantize")
+            _check_precisions(name, plugin, recipe.quantize, where)
         formats.append(PlannedFormat(index=index, name=name, plugin=plugin, options=export_config))
     source = registry.require("compress.formats", SOURCE_FORMAT, file=str(path), field="model")()
 
@@ -461,7 +487,8 @@ def _plan(path: Path, recipe: Recipe, data: dict[str, Any], located: LocatedYaml
                                                                          getattr(metric, "bounds", (None, None)))
         if problem:
             raise InputError(problem, **where(key, "max_accuracy_drop"), field=f"{key}.max_accuracy_drop")
-    warnings = _check_quantize(recipe, formats, path, where, probe) if recipe.quantize is not None else []
+    makes_int8 = recipe.quantize is not None and recipe.quantize.int8
+    warnings = _check_quantize(recipe, formats, path, where, probe) if makes_int8 else []
     loaders = {f.name: loaders_of(f.name, f.plugin, runtimes) for f in [*formats]}
     loaders[SOURCE_FORMAT] = loaders_of(SOURCE_FORMAT, source, runtimes)
     return Plan(path=path, recipe=recipe, raw=data, stages=stages, formats=formats, runtimes=runtimes,
@@ -524,6 +551,21 @@ class _Probe:
             return choose_mode(model, tuple(examples))
         except Exception as exc:  # the run itself will say what is wrong with the model
             return "static", f"the model did not run on a probe input ({type(exc).__name__}): static int8"
+
+
+def _check_precisions(name: str, plugin: Any, config: QuantizeConfig, where: Any) -> None:
+    """The format makes every precision the recipe asks for (int8 in the chosen mode)."""
+    can = ", ".join(f"{p} {m}" if p == "int8" else p for p, ms in plugin.quantize_modes.items() for m in ms) \
+        or "nothing"
+    for index, precision in enumerate(config.precisions()):
+        wanted = f"int8 {config.mode}" if precision == "int8" else precision
+        if precision not in plugin.quantize_modes or (precision == "int8"
+                                                      and config.mode not in plugin.quantize_modes["int8"]):
+            at, field = (("quantize",), "quantize") if precision == "int8" else (
+                ("quantize", "precision", *((index,) if isinstance(config.precision, list) else ())),
+                "quantize.precision" + (f"[{index}]" if isinstance(config.precision, list) else ""))
+            raise InputError(f"format {name!r} cannot make {wanted} (its quantizer makes: {can}); drop it from export "
+                             "or change quantize", **where(*at), field=field)
 
 
 def _check_quantize(recipe: Recipe, formats: list[Any], path: Path, where: Any, probe: _Probe) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING, Any
 
-from compress.results import QUANTIZED
+from compress.results import BELOW_FP32
 
 if TYPE_CHECKING:
     from compress.results import Measurement, Results
@@ -143,7 +143,7 @@ def summarize(results: Results) -> dict[str, Any]:
     if final is not original and base and last and metric in base.metric and metric in last.metric:
         summary[f"final_{metric}_delta_points"] = round(100 * (last.metric[metric] - base.metric[metric]), 2)
     for artifact in results.artifacts:
-        if artifact.precision not in QUANTIZED or artifact.parent is None:
+        if artifact.precision not in BELOW_FP32 or artifact.parent is None:
             continue
         parent = next((a for a in by_name.values() if a.id == artifact.parent), None)
         if parent is None:

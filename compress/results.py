@@ -19,6 +19,8 @@ RESULTS_SCHEMA_VERSION = 1
 # The precisions of a quantized artifact: int8, or mixed when less of it is int8 than the recipe's
 # quantize.min_int8_share (its ops left in float are named in its info).
 QUANTIZED = ("int8", "mixed")
+# Everything made from an fp32 artifact at a lower precision: compared with it for size and speed.
+BELOW_FP32 = (*QUANTIZED, "fp16")
 
 
 class _Record(BaseModel):
@@ -81,7 +83,7 @@ class Refusal(_Record):
 
     artifact: str = Field(description="the artifact it was made from (the int8 artifact, for a layer left in float)")
     format: str
-    stage: str = Field(description="export.<format> or quantize.<format>")
+    stage: str = Field(description="export.<format>, quantize.<format> or fp16.<format>")
     op: str | None = Field(None, description="the operator the converter named, when it did")
     reason: str
 

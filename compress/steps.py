@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from compress import versions
 from compress.artifact import Artifact, sha256_of, stable_hash
 from compress.console import activity
-from compress.contracts import SOURCE_FORMAT, Exported, ExportRequest, QuantizeRequest, StageContext
+from compress.contracts import SOURCE_FORMAT, Exported, ExportRequest, Fp16Request, QuantizeRequest, StageContext
 from compress.errors import CompressError, InputError, StageError
 
 if TYPE_CHECKING:
@@ -375,7 +375,7 @@ class QuantizeStep(Step):
         # weights for dynamic, whose activations are quantized per call), else mixed.
         basis = "macs" if config.mode == "static" else "weights"
         share = readback.int8_macs_share if basis == "macs" else readback.int8_weights_share
-        label = config.precision if share >= config.min_int8_share else "mixed"  # NaN (nothing weighted): mixed
+        label = "int8" if share >= config.min_int8_share else "mixed"  # NaN (nothing weighted): mixed
         chosen = {"mode": config.mode, "mode_chosen_because": ctx.plan.quantize_mode_reason} \
             if ctx.plan.quantize_mode_reason else {"mode": config.mode}
         info = {**exported.info, **chosen, "int8_macs_share": _rounded(readback.int8_macs_share),
@@ -383,10 +383,30 @@ class QuantizeStep(Step):
                 "recurrent_in_float": readback.recurrent_in_float,
                 "label": {"precision": label, "basis": f"int8_{basis}_share", "share": _rounded(share),
                           "min_int8_share": config.min_int8_share}}
-        name = self.name if label == config.precision else self.name.replace(f".{config.precision}.", f".{label}.")
+        name = self.name if label == "int8" else self.name.replace(".int8.", f".{label}.")
         artifact = _artifact(self, ctx, parent.artifact, exported, label, f"quantize.{plugin.quantizer}", info)
         return dataclasses.replace(artifact, name=name), parent.torch_model
 
+
+@dataclass(eq=False)
+class Fp16Step(Step):
+    """An fp32 artifact of a format to fp16, by the format's own float16 conversion."""
+
+    format: PlannedFormat | None = None
+    refusable: bool = True
+
+    def config(self) -> Any:
+        return {"format": self.format.name if self.format else None, "precision": "fp16"}
+
+    def announce(self, ctx: RunContext) -> None:
+        activity(ctx.console, f"fp16 [bold]{self.name}[/]")
+
+    def build(self, parent: Built | None, folder: Path, ctx: RunContext) -> tuple[Artifact, Any]:
+        assert self.format is not None and parent is not None
+        request = Fp16Request(source=parent.artifact, torch_model=parent.torch_model.eval(), example=ctx.example(2),
+                              folder=folder, input_names=ctx.input_names, run=ctx.run)
+        exported = self.format.plugin.to_fp16(request)
+        return _artifact(self, ctx, parent.artifact, exported, "fp16", self.label, exported.info), parent.torch_model
 
 
 def _rounded(value: float) -> float | None:
@@ -454,12 +474,19 @@ def plan_steps(plan: Plan) -> Flow:
             exports[(planned.name, position)] = step
             steps.append(step)
     config = plan.recipe.quantize
-    if config is not None:
+    for precision in config.precisions() if config is not None else []:
         for planned in plan.formats:
             export = exports[(planned.name, len(sources) - 1)]
+            libraries = tuple(planned.plugin.quantize_libraries)
+            if precision == "fp16":
+                steps.append(Fp16Step(label=f"fp16.{planned.name}", name=f"{current.name}.fp16.{planned.name}",
+                                      parent=export, libraries=libraries, format=planned))
+                continue
+            assert config is not None
+            # the int8 step's key holds int8's options only: asking for fp16 beside it reuses it
             steps.append(QuantizeStep(
-                label=f"quantize.{planned.name}", name=f"{current.name}.{config.precision}.{planned.name}",
-                parent=export, libraries=tuple(planned.plugin.quantize_libraries), format=planned,
-                plan_config=config.model_dump(mode="json")))
+                label=f"quantize.{planned.name}", name=f"{current.name}.int8.{planned.name}",
+                parent=export, libraries=libraries, format=planned,
+                plan_config=config.model_dump(mode="json", exclude={"precision"})))
     return Flow(steps=steps, final=current)
 

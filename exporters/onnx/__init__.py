@@ -19,7 +19,7 @@ class OnnxFormat(FormatFolder):
     quantize_libraries = ("onnx", "onnxruntime")
     Config = None
     quantizer = "onnxruntime"
-    quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {"int8": ("static", "dynamic")}
+    quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {"int8": ("static", "dynamic"), "fp16": ("graph",)}
     QuantizeOptions = None
     # Measured (tests/test_recurrent_int8.py): ONNX Runtime's static QDQ quantizer leaves LSTM and GRU
     # nodes in float, its dynamic one has an int8 LSTM kernel but none for GRU; torch.onnx writes an

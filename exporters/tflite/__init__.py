@@ -28,7 +28,7 @@ class TfliteFormat(FormatFolder):
     quantize_libraries = ("torch", "litert-torch", "litert-converter", "torchao", "ai-edge-quantizer")
     Config = TfliteExportConfig
     quantizer = "litert-pt2e"
-    quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {"int8": ("static", "dynamic")}
+    quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {"int8": ("static", "dynamic"), "fp16": ("weights",)}
     QuantizeOptions = None
     # Measured (tests/test_recurrent_int8.py): litert-torch lowers recurrent layers to fully connected
     # ops; static PT2E leaves those of an LSTM or RNN in float and fails on a GRU (IndexError); the
