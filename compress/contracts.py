@@ -246,7 +246,7 @@ class Fp16Request:
     run: RunOutputs
 
 
-MIN_FP16_WEIGHTS_SHARE = 0.5
+MIN_LOWER_PRECISION_SHARE = 0.5  # of the weights, to label an artifact fp16 or int4_weights
 
 
 def fp16_result(path: Path, fmt: str, weights: tuple[int, int], got: np.ndarray, want: np.ndarray,
@@ -254,21 +254,53 @@ def fp16_result(path: Path, fmt: str, weights: tuple[int, int], got: np.ndarray,
     """An fp16 artifact, labelled fp16 only when it holds what that says: at least half of its float
     weight bytes in float16, read back from the file (`weights`: float16 bytes, all float bytes).
     Its outputs on the example are compared with torch's here; verify holds them to `parity.fp16`."""
+    return _labelled(path, fmt, "fp16", weights, "of the weight bytes in float32", "float16", "fp16_weights_share",
+                     got, want, info)
+
+
+def int4_weights_result(path: Path, fmt: str, weights: tuple[int, int], got: np.ndarray, want: np.ndarray,
+                        info: dict[str, Any]) -> Exported:
+    """A 4-bit weight-only artifact, labelled int4_weights only when at least half of its weights
+    (elements, read back from the file: `weights` = 4-bit elements, all weight elements) are stored
+    in 4 bits; the tools compress the weights of MatMul / fully connected layers, so a convolutional
+    model is refused here rather than labelled what it is not."""
+    return _labelled(path, fmt, "int4_weights", weights, "of the weights in 8 bits or more", "4-bit",
+                     "int4_weights_share", got, want, info)
+
+
+def _labelled(path: Path, fmt: str, precision: str, weights: tuple[int, int], left: str, stored: str, key: str,
+              got: np.ndarray, want: np.ndarray, info: dict[str, Any]) -> Exported:
     import numpy as np
 
     from compress.errors import StageError
 
-    half, total = weights
-    share = half / total if total else 0.0
-    if share < MIN_FP16_WEIGHTS_SHARE:
-        raise StageError(f"{fmt} fp16 conversion left {1 - share:.0%} of the weight bytes in float32 "
-                         f"(at least {MIN_FP16_WEIGHTS_SHARE:.0%} must be float16 to call it fp16)", field="quantize")
+    lower, total = weights
+    share = lower / total if total else 0.0
+    if share < MIN_LOWER_PRECISION_SHARE:
+        raise StageError(f"{fmt} {precision} conversion left {1 - share:.0%} {left} (at least "
+                         f"{MIN_LOWER_PRECISION_SHARE:.0%} must be {stored} to call it {precision})", field="quantize")
     got64, want64 = got.astype(np.float64).ravel(), want.astype(np.float64).ravel()
     norms = float(np.linalg.norm(got64) * np.linalg.norm(want64))
     cosine = float(got64 @ want64 / norms) if norms > 0 else float("nan")
-    return Exported(path=path, precision="fp16", info={
-        **info, "fp16_weights_share": round(share, 4), "float_weight_bytes": total,
+    return Exported(path=path, precision=precision, info={
+        **info, key: round(share, 4), "weights_counted": total,
         "max_abs_error_vs_torch": float(np.abs(got64 - want64).max()), "cosine_vs_torch_on_example": cosine})
+
+
+@dataclass
+class Int4Request:
+    """4-bit weight-only compression of this format's fp32 artifact (or of the torch model, for a
+    converter that starts there), as the recipe's `quantize.int4` says; `calibration` feeds the
+    data-aware methods (AWQ, scale estimation) where the format's tool has them."""
+
+    source: Any  # the fp32 Artifact of this format
+    torch_model: torch.nn.Module
+    example: tuple[torch.Tensor, ...]  # one tensor per input, batch of 2
+    folder: Path
+    input_names: list[str]
+    run: RunOutputs
+    config: Any  # the recipe's Int4Config
+    calibration: dict[str, np.ndarray]
 
 
 class Format(Protocol):
@@ -284,7 +316,9 @@ class Format(Protocol):
     Config:       pydantic options of its export (or None)
     quantizer:    the name of its quantizer ('' when it has none), recorded in the lineage
     quantize_modes: {precision: (modes)} it can make, e.g. {"int8": ("static", "dynamic"), "fp16": ("weights",)};
-                  a format that makes fp16 has `to_fp16(Fp16Request) -> Exported` (FormatFolder: fp16.py)
+                  a format that makes fp16 has `to_fp16(Fp16Request) -> Exported` (FormatFolder: fp16.py),
+                  one that makes int4_weights `to_int4_weights(Int4Request) -> Exported` (int4.py) and
+                  may refuse options with `check_int4(config) -> [(option, reason)]`
     QuantizeOptions: pydantic options only its quantizer has (`quantize.per_format.<name>`), or None
     layer_int8:   {mode: {torch layer type: "int8" | "float" | "fails"}}: what its quantizer does with
                   layers it treats specially (recurrent ones), as measured; unlisted types are "int8"
@@ -322,8 +356,8 @@ class Format(Protocol):
 
 class FormatFolder:
     """The usual shape of a format plugin: its folder holds export.py (`export(request)`), quantize.py
-    (`quantize(request)`), inspect.py (`readback(path)`) and, where it makes fp16, fp16.py
-    (`to_fp16(request)`), imported only when used, so loading the
+    (`quantize(request)`), inspect.py (`readback(path)`), and where it makes them, fp16.py
+    (`to_fp16(request)`) and int4.py (`to_int4_weights(request)`), imported only when used, so loading the
     plugin stays cheap. A subclass declares the Format members above and `check_file`."""
 
     def export(self, request: ExportRequest) -> Exported:
@@ -337,6 +371,9 @@ class FormatFolder:
 
     def to_fp16(self, request: Fp16Request) -> Exported:
         return self._module("fp16").to_fp16(request)
+
+    def to_int4_weights(self, request: Int4Request) -> Exported:
+        return self._module("int4").to_int4_weights(request)
 
     def _module(self, name: str) -> Any:
         import importlib

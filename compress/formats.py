@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from compress import registry
 from compress.artifact import Artifact
-from compress.contracts import ExportRequest, Fp16Request, QuantizeRequest
+from compress.contracts import ExportRequest, Fp16Request, Int4Request, QuantizeRequest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -74,3 +74,22 @@ def to_fp16(name: str, source: Exported, torch_model: torch.nn.Module, example: 
                         sha256="", lineage=("source",), info=source.info, attributes=source.attributes)
     return plugin(name).to_fp16(Fp16Request(source=artifact, torch_model=torch_model.eval(), example=example,
                                             folder=folder, input_names=list(input_names), run=run_outputs))
+
+
+def to_int4_weights(name: str, source: Exported, torch_model: torch.nn.Module,
+                    example: torch.Tensor | tuple[torch.Tensor, ...], folder: Path, config: Any,
+                    calibration: dict[str, np.ndarray], *, input_names: tuple[str, ...] | list[str] = ("input",)
+                    ) -> Exported:
+    """4-bit weights from what `export` made (`source`) with format `name`'s own weight compression,
+    as `config` (a quantize.int4 section: compress.recipe.Int4Config) says."""
+    from compress.sessions import run_outputs
+
+    if "int4_weights" not in plugin(name).quantize_modes:
+        raise ValueError(f"format {name!r} makes no int4_weights")
+    folder.mkdir(parents=True, exist_ok=True)
+    example = example if isinstance(example, tuple) else (example,)
+    artifact = Artifact(id="source", name=source.path.name, format=name, precision="fp32", path=source.path,
+                        sha256="", lineage=("source",), info=source.info, attributes=source.attributes)
+    return plugin(name).to_int4_weights(Int4Request(
+        source=artifact, torch_model=torch_model.eval(), example=example, folder=folder,
+        input_names=list(input_names), run=run_outputs, config=config, calibration=calibration))

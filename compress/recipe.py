@@ -219,8 +219,29 @@ class FirstLayersConfig(Strict):
     max_macs_share: float = Field(0.1, ge=0, le=1)  # ... while they hold at most this share of the MACs
 
 
-Precision = Literal["int8", "fp16"]
+Precision = Literal["int8", "fp16", "int4_weights"]
 INT8_ONLY = "applies to int8"
+
+
+class Int4Config(Strict):
+    """4-bit weight-only compression (`precision: int4_weights`): the weights of MatMul / fully
+    connected layers in 4 bits, in groups of `group_size` along the input axis, each group with its
+    own scale; activations stay float (TFLite's int4 recipe quantizes them to int8 per call)."""
+
+    group_size: int = Field(64, ge=16)  # a power of two; TFLite takes 32, 64, 128 or 256
+    symmetric: bool = True  # no zero point (asymmetric: NNCF and ONNX Runtime only)
+    # Data-aware methods on the calibration split, NNCF (OpenVINO) only: activation-aware scaling of
+    # salient channels (AWQ) and scales fitted to the layer's outputs (scale estimation).
+    awq: bool = False
+    scale_estimation: bool = False
+    samples: int = Field(64, gt=0)  # calibration samples the data-aware methods see
+
+    @field_validator("group_size")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError(f"group_size must be a power of two (16, 32, 64, ...), not {value}")
+        return value
 
 
 class QuantizeConfig(Strict):
@@ -230,6 +251,7 @@ class QuantizeConfig(Strict):
     option here is int8's."""
 
     precision: Precision | Annotated[list[Precision], Field(min_length=1)] = "int8"
+    int4: Int4Config = Field(default_factory=Int4Config)  # precision int4_weights
     # static: weights and activations in int8, activation ranges calibrated on samples (fastest).
     # dynamic: int8 weights, activations quantized at run time from their actual range; it keeps
     # accuracy where activation ranges vary by input (transformers, recurrent layers): MiniLM's
@@ -266,9 +288,9 @@ class QuantizeConfig(Strict):
     search: SearchConfig = Field(default_factory=SearchConfig)
 
     def explicit(self) -> set[str]:
-        """The options the recipe set (`calibration.method` for a nested one), not left to defaults."""
+        """The int8 options the recipe set (`calibration.method` for a nested one), not left to defaults."""
         nested = {f"calibration.{name}" for name in self.calibration.model_fields_set}
-        return set(self.model_fields_set) | nested
+        return (set(self.model_fields_set) - {"int4"}) | nested
 
     def precisions(self) -> list[str]:
         """What the recipe asks for, in its order: ["int8"], ["fp16"], ["int8", "fp16"], ..."""
@@ -288,8 +310,11 @@ class QuantizeConfig(Strict):
 
     @model_validator(mode="after")
     def _int8_options_need_int8(self) -> QuantizeConfig:
+        if "int4" in self.model_fields_set and "int4_weights" not in self.precisions():
+            raise ValueError(f"int4 applies to int4_weights, and precision {self.precision!r} has no int4_weights: "
+                             "remove it, or add int4_weights to precision")
         if not self.int8:
-            options = sorted(o for o in self.model_fields_set if o != "precision")
+            options = sorted(o for o in self.model_fields_set if o not in ("precision", "int4"))
             if options:
                 raise ValueError(f"{options[0]} {INT8_ONLY}, and precision {self.precision!r} has no int8: remove "
                                  "it, or add int8 to precision")
@@ -319,6 +344,9 @@ def _default_parity() -> dict[str, ParityThresholds]:
         "fp32": ParityThresholds(max_abs_error=1e-3, min_cosine=0.9999, min_agreement=0.99),
         "fp16": ParityThresholds(max_abs_error=5e-2, min_cosine=0.999, min_agreement=0.98),
         "int8": ParityThresholds(min_cosine=0.98, min_agreement=0.95),
+        # 4-bit weights lose more than int8 (a random-initialised TinyGPT: cosine 0.97-0.98 in each
+        # format with groups of 32); a trained model keeps more: set your own for your model
+        "int4_weights": ParityThresholds(min_cosine=0.95, min_agreement=0.85),
     }
 
 
@@ -326,7 +354,8 @@ class VerifyConfig(Strict):
     runtimes: list[str] = Field(default_factory=lambda: ["torch", "onnxruntime"], min_length=1)
     targets: list[str] = Field(default_factory=lambda: ["local"], min_length=1)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
-    parity: dict[Literal["fp32", "fp16", "int8"], ParityThresholds] = Field(default_factory=_default_parity)
+    parity: dict[Literal["fp32", "fp16", "int8", "int4_weights"], ParityThresholds] = Field(
+        default_factory=_default_parity)
     timeout_s: float = Field(600.0, gt=0)
 
     @field_validator("parity")
@@ -566,6 +595,11 @@ def _check_precisions(name: str, plugin: Any, config: QuantizeConfig, where: Any
                 "quantize.precision" + (f"[{index}]" if isinstance(config.precision, list) else ""))
             raise InputError(f"format {name!r} cannot make {wanted} (its quantizer makes: {can}); drop it from export "
                              "or change quantize", **where(*at), field=field)
+    check_int4 = getattr(plugin, "check_int4", None)
+    if "int4_weights" in config.precisions() and check_int4 is not None:
+        for option, reason in check_int4(config.int4):
+            raise InputError(f"format {name!r} cannot honour it: {reason}", **where("quantize", "int4", option),
+                             field=f"quantize.int4.{option}")
 
 
 def _check_quantize(recipe: Recipe, formats: list[Any], path: Path, where: Any, probe: _Probe) -> list[str]:

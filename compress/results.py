@@ -20,7 +20,7 @@ RESULTS_SCHEMA_VERSION = 1
 # quantize.min_int8_share (its ops left in float are named in its info).
 QUANTIZED = ("int8", "mixed")
 # Everything made from an fp32 artifact at a lower precision: compared with it for size and speed.
-BELOW_FP32 = (*QUANTIZED, "fp16")
+BELOW_FP32 = (*QUANTIZED, "fp16", "int4_weights")
 
 
 class _Record(BaseModel):

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 from compress import versions
 from compress.artifact import Artifact, sha256_of, stable_hash
 from compress.console import activity
-from compress.contracts import SOURCE_FORMAT, Exported, ExportRequest, Fp16Request, QuantizeRequest, StageContext
+from compress.contracts import (
+    SOURCE_FORMAT,
+    Exported,
+    ExportRequest,
+    Fp16Request,
+    Int4Request,
+    QuantizeRequest,
+    StageContext,
+)
 from compress.errors import CompressError, InputError, StageError
 
 if TYPE_CHECKING:
@@ -408,6 +416,35 @@ class Fp16Step(Step):
         exported = self.format.plugin.to_fp16(request)
         return _artifact(self, ctx, parent.artifact, exported, "fp16", self.label, exported.info), parent.torch_model
 
+@dataclass(eq=False)
+class Int4Step(Step):
+    """An fp32 artifact of a format to 4-bit weights, by the format's own weight compression."""
+
+    format: PlannedFormat | None = None
+    refusable: bool = True
+    plan_config: Any = None  # the recipe's quantize.int4, as JSON
+
+    def config(self) -> Any:
+        return {"format": self.format.name if self.format else None, "int4": self.plan_config}
+
+    def inputs(self, ctx: RunContext) -> Any:
+        return {"calibration": ctx.data.fingerprint()} if self.plan_config.get("awq") or \
+            self.plan_config.get("scale_estimation") else None
+
+    def announce(self, ctx: RunContext) -> None:
+        activity(ctx.console, f"int4 weights [bold]{self.name}[/] (groups of {self.plan_config['group_size']})")
+
+    def build(self, parent: Built | None, folder: Path, ctx: RunContext) -> tuple[Artifact, Any]:
+        assert self.format is not None and parent is not None
+        config = ctx.plan.recipe.quantize
+        assert config is not None
+        request = Int4Request(source=parent.artifact, torch_model=parent.torch_model.eval(), example=ctx.example(2),
+                              folder=folder, input_names=ctx.input_names, run=ctx.run, config=config.int4,
+                              calibration=ctx.data.calibration.head(config.int4.samples).inputs)
+        exported = self.format.plugin.to_int4_weights(request)
+        artifact = _artifact(self, ctx, parent.artifact, exported, "int4_weights", self.label, exported.info)
+        return artifact, parent.torch_model
+
 
 def _rounded(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 4)
@@ -482,11 +519,17 @@ def plan_steps(plan: Plan) -> Flow:
                 steps.append(Fp16Step(label=f"fp16.{planned.name}", name=f"{current.name}.fp16.{planned.name}",
                                       parent=export, libraries=libraries, format=planned))
                 continue
+            if precision == "int4_weights":
+                assert config is not None
+                steps.append(Int4Step(label=f"int4_weights.{planned.name}",
+                                      name=f"{current.name}.int4_weights.{planned.name}", parent=export,
+                                      libraries=libraries, format=planned, plan_config=config.int4.model_dump()))
+                continue
             assert config is not None
-            # the int8 step's key holds int8's options only: asking for fp16 beside it reuses it
+            # the int8 step's key holds int8's options only: asking for fp16 or int4 beside it reuses it
             steps.append(QuantizeStep(
                 label=f"quantize.{planned.name}", name=f"{current.name}.int8.{planned.name}",
                 parent=export, libraries=libraries, format=planned,
-                plan_config=config.model_dump(mode="json", exclude={"precision"})))
+                plan_config=config.model_dump(mode="json", exclude={"precision", "int4"})))
     return Flow(steps=steps, final=current)
 

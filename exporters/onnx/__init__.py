@@ -19,13 +19,20 @@ class OnnxFormat(FormatFolder):
     quantize_libraries = ("onnx", "onnxruntime")
     Config = None
     quantizer = "onnxruntime"
-    quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {"int8": ("static", "dynamic"), "fp16": ("graph",)}
+    quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {"int8": ("static", "dynamic"), "fp16": ("graph",),
+                                                       "int4_weights": ("weights",)}
     QuantizeOptions = None
     # Measured (tests/test_recurrent_int8.py): ONNX Runtime's static QDQ quantizer leaves LSTM and GRU
     # nodes in float, its dynamic one has an int8 LSTM kernel but none for GRU; torch.onnx writes an
     # RNN as MatMuls, which both quantize.
     layer_int8: ClassVar[dict[str, dict[str, str]]] = {"static": {"LSTM": "float", "GRU": "float"},
                                                        "dynamic": {"GRU": "float"}}
+
+    def check_int4(self, config: Any) -> list[tuple[str, str]]:
+        """ONNX Runtime's MatMulNBits quantizer rounds to nearest: no data-aware method."""
+        return [(option, f"ONNX Runtime's MatMulNBits quantizer has no {what}; use it with openvino (NNCF)")
+                for option, what in (("awq", "AWQ"), ("scale_estimation", "scale estimation"))
+                if getattr(config, option)]
 
     def check_quantize(self, config: Any) -> list[tuple[str, str]]:
         refused = []

@@ -38,7 +38,8 @@ class OpenVinoFormat(FormatFolder):
     quantize_libraries = ("openvino", "nncf")
     Config = OpenVinoExportConfig
     quantizer = "nncf"
-    quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {"int8": ("static", "dynamic"), "fp16": ("weights",)}
+    quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {"int8": ("static", "dynamic"), "fp16": ("weights",),
+                                                       "int4_weights": ("weights",)}
     QuantizeOptions = OpenVinoQuantizeOptions
     # Measured (tests/test_recurrent_int8.py): nncf.quantize puts an LSTMSequence in int8, not a GRU or
     # RNN sequence; int8 weight compression (dynamic) compresses MatMul / Conv weights only.

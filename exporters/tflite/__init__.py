@@ -28,13 +28,26 @@ class TfliteFormat(FormatFolder):
     quantize_libraries = ("torch", "litert-torch", "litert-converter", "torchao", "ai-edge-quantizer")
     Config = TfliteExportConfig
     quantizer = "litert-pt2e"
-    quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {"int8": ("static", "dynamic"), "fp16": ("weights",)}
+    quantize_modes: ClassVar[dict[str, tuple[str, ...]]] = {"int8": ("static", "dynamic"), "fp16": ("weights",),
+                                                       "int4_weights": ("weights",)}
     QuantizeOptions = None
     # Measured (tests/test_recurrent_int8.py): litert-torch lowers recurrent layers to fully connected
     # ops; static PT2E leaves those of an LSTM or RNN in float and fails on a GRU (IndexError); the
     # dynamic recipe puts them all in int8.
     layer_int8: ClassVar[dict[str, dict[str, str]]] = {"static": {"LSTM": "float", "GRU": "fails", "RNN": "float"},
                                                        "dynamic": {}}
+
+    def check_int4(self, config: Any) -> list[tuple[str, str]]:
+        """LiteRT's int4 scheme: symmetric blocks of 32 to 256 weights, rounded to nearest."""
+        refused = [(option, f"AI Edge Quantizer's int4 recipe has no {what}; use it with openvino (NNCF)")
+                   for option, what in (("awq", "AWQ"), ("scale_estimation", "scale estimation"))
+                   if getattr(config, option)]
+        if config.group_size not in (32, 64, 128, 256):
+            refused.append(("group_size", f"LiteRT's int4 blocks hold 32, 64, 128 or 256 weights, not "
+                                          f"{config.group_size}"))
+        if not config.symmetric:
+            refused.append(("symmetric", "LiteRT's int4 weights are symmetric (no zero point)"))
+        return refused
 
     def check_quantize(self, config: Any) -> list[tuple[str, str]]:
         refused = []

@@ -1,0 +1,65 @@
+"""ONNX 4-bit weights: ONNX Runtime's MatMulNBits quantizer. The weights of MatMul (and Gemm, once
+ONNX Runtime rewrites it) become 4-bit blocks of `group_size` along the input axis, run by the
+MatMulNBits contrib op; everything else stays as exported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from compress.contracts import Exported, Int4Request, int4_weights_result
+from compress.errors import tool_failure
+from compress.exporters.onnx.export import SINGLE_FILE_LIMIT
+from compress.exporters.onnx.inspect import check_external_data
+
+
+def weight_counts(model: Any) -> tuple[int, int]:
+    """(weights stored in 4 bits, all weights): MatMulNBits nodes hold K x N weights each; every other
+    floating-point or integer initializer of two dimensions or more counts as a weight."""
+    import onnx
+
+    packed = set()
+    four_bit = blocked = 0
+    for node in model.graph.node:
+        if node.op_type == "MatMulNBits":
+            attributes = {a.name: a.i for a in node.attribute}
+            blocked += attributes["K"] * attributes["N"]
+            four_bit += attributes["K"] * attributes["N"] if attributes.get("bits", 4) == 4 else 0
+            packed.update(node.input[1:])  # the packed blocks, their scales and zero points
+    others = 0
+    for tensor in model.graph.initializer:
+        if tensor.name in packed or len(tensor.dims) < 2 or tensor.data_type == onnx.TensorProto.INT64:
+            continue
+        count = 1
+        for dim in tensor.dims:
+            count *= dim
+        others += count
+    return four_bit, blocked + others
+
+
+def to_int4_weights(request: Int4Request) -> Exported:
+    import onnx
+    import torch
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    source: Path = request.source.path
+    dest = request.folder / "model.onnx"
+    config = request.config
+    try:
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(source), load_external_data=True), bits=4,
+                                         block_size=config.group_size, is_symmetric=config.symmetric)
+        quantizer.process()
+        model = quantizer.model.model
+        external = model.ByteSize() > SINGLE_FILE_LIMIT  # protobuf's 2 GiB cap on one file
+        onnx.save(model, str(dest), save_as_external_data=external, location="model.onnx.data" if external else None)
+    except Exception as exc:
+        raise tool_failure("ONNX Runtime MatMulNBits quantization", exc, field="quantize.onnx") from None
+    check_external_data(dest)
+    feeds = {name: t.numpy() for name, t in zip(request.input_names, request.example, strict=True)}
+    got = request.run("onnxruntime", dest, feeds)[0]
+    with torch.no_grad():
+        want = request.torch_model(*request.example)
+    want = (want if isinstance(want, torch.Tensor) else want[0]).numpy()
+    return int4_weights_result(dest, "onnx", weight_counts(model), got, want, {
+        "quantizer": "onnxruntime MatMulNBitsQuantizer (round to nearest)", "group_size": config.group_size,
+        "symmetric": config.symmetric, "external_data": external})
