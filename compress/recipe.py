@@ -80,6 +80,7 @@ class TrainConfig(Strict):
     epochs: int = Field(10, gt=0)
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, gt=0)
+    max_steps: int | None = Field(None, gt=0)  # stop after this many optimizer steps (the schedule spans them)
     freeze: list[str] = Field(default_factory=list)  # parameter-name globs left as loaded (e.g. a backbone)
 
 

@@ -26,9 +26,10 @@ def seed_everything(seed: int) -> None:
 
 
 def fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, batch_size: int, seed: int,
-        loss_fn: LossFn, console: Console, description: str, weight_decay: float = 0.0) -> list[float]:
+        loss_fn: LossFn, console: Console, description: str, weight_decay: float = 0.0,
+        max_steps: int | None = None) -> list[float]:
     """Train with Adam and a cosine schedule; `loss_fn(logits, labels, inputs)`. Returns the mean
-    loss of each epoch."""
+    loss of each epoch (of the steps taken in it, when `max_steps` ends training inside one)."""
     import numpy as np
     import torch
 
@@ -38,13 +39,20 @@ def fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, batch_s
     trainable = [p for p in model.parameters() if p.requires_grad]  # frozen ones stay as they are
     optimizer = torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(split) // batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+    steps = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     history: list[float] = []
+    taken = 0
     model.train()
-    with task(console, description, epochs * steps_per_epoch) as update:
+    with task(console, description, steps) as update:
         for epoch in range(epochs):
+            if taken == steps:
+                break
             total, count = 0.0, 0
             for batch in batches(split, batch_size, shuffle=True, seed=seed + epoch):
+                if taken == steps:
+                    break
+                taken += 1
                 inputs, labels = batch.tensors(), None if batch.y is None else torch.from_numpy(np.array(batch.y))
                 optimizer.zero_grad()
                 loss = loss_fn(model(*inputs), labels, inputs)
