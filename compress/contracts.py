@@ -279,6 +279,9 @@ def _labelled(path: Path, fmt: str, precision: str, weights: tuple[int, int], le
     if share < MIN_LOWER_PRECISION_SHARE:
         raise StageError(f"{fmt} {precision} conversion left {1 - share:.0%} {left} (at least "
                          f"{MIN_LOWER_PRECISION_SHARE:.0%} must be {stored} to call it {precision})", field="quantize")
+    if not np.isfinite(got).all():
+        raise StageError(f"{fmt} {precision} model gives non-finite outputs (NaN or inf) on the example",
+                         field="quantize")
     got64, want64 = got.astype(np.float64).ravel(), want.astype(np.float64).ravel()
     norms = float(np.linalg.norm(got64) * np.linalg.norm(want64))
     cosine = float(got64 @ want64 / norms) if norms > 0 else float("nan")

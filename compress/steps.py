@@ -217,6 +217,7 @@ class OriginalStep(Step):
             info["train_epoch_losses"] = [round(v, 5) for v in fit(
                 model, ctx.data.train, epochs=config.train.epochs, lr=config.train.lr,
                 batch_size=config.train.batch_size, seed=ctx.plan.recipe.seed, max_steps=config.train.max_steps,
+                lr_field="model.train.lr",
                 loss_fn=training_loss(ctx.plan.recipe.task.kind), console=ctx.console, description="train original")]
             freeze_parameters(model, [])
             if frozen:

@@ -27,13 +27,16 @@ def seed_everything(seed: int) -> None:
 
 def fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, batch_size: int, seed: int,
         loss_fn: LossFn, console: Console, description: str, weight_decay: float = 0.0,
-        max_steps: int | None = None) -> list[float]:
+        max_steps: int | None = None, lr_field: str = "train.lr") -> list[float]:
     """Train with Adam and a cosine schedule; `loss_fn(logits, labels, inputs)`. Returns the mean
-    loss of each epoch (of the steps taken in it, when `max_steps` ends training inside one)."""
+    loss of each epoch (of the steps taken in it, when `max_steps` ends training inside one). A loss
+    that stops being finite ends training with a StageError naming `lr_field`: weights that went to
+    NaN would otherwise be exported, converted and measured as if they were a model."""
     import numpy as np
     import torch
 
     from compress.console import task
+    from compress.errors import StageError
 
     seed_everything(seed)
     trainable = [p for p in model.parameters() if p.requires_grad]  # frozen ones stay as they are
@@ -56,6 +59,9 @@ def fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, batch_s
                 inputs, labels = batch.tensors(), None if batch.y is None else torch.from_numpy(np.array(batch.y))
                 optimizer.zero_grad()
                 loss = loss_fn(model(*inputs), labels, inputs)
+                if not torch.isfinite(loss):
+                    raise StageError(f"{description}: training diverged: the loss is {float(loss)} at step {taken} "
+                                     f"(epoch {epoch + 1}); lower the learning rate ({lr:g})", field=lr_field)
                 loss.backward()
                 optimizer.step()
                 schedule.step()

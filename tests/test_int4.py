@@ -138,6 +138,8 @@ def test_the_label_needs_half_the_weights_in_4_bits(tmp_path) -> None:
     with pytest.raises(StageError, match="left 60% of the weights in 8 bits or more"):
         int4_weights_result(tmp_path, "onnx", (40, 100), outputs, outputs, {})
     assert int4_weights_result(tmp_path, "onnx", (50, 100), outputs, outputs, {}).precision == "int4_weights"
+    with pytest.raises(StageError, match=r"^quantize: onnx int4_weights model gives non-finite outputs \(NaN or inf\)"):
+        int4_weights_result(tmp_path, "onnx", (100, 100), outputs * np.float32("nan"), outputs, {})
 
 
 # --- the recipe ----------------------------------------------------------------------------------

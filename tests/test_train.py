@@ -4,10 +4,12 @@ epoch if need be, and the learning-rate schedule spans the steps taken."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from rich.console import Console
 
 from compress.data.base import Split
+from compress.errors import StageError
 from compress.train import fit
 
 
@@ -39,3 +41,22 @@ def test_max_steps_stops_inside_an_epoch() -> None:
 
 def test_max_steps_past_the_epochs_changes_nothing() -> None:
     assert _fit(100)[1] == _fit(None)[1]
+
+
+def test_a_loss_that_turns_nan_ends_training_naming_the_learning_rate() -> None:
+    model = torch.nn.Linear(4, 3)
+    split = Split({"input": np.ones((16, 4), dtype=np.float32)}, np.zeros(16, dtype=np.int64))
+    calls: list[int] = []
+
+    def diverging(logits: torch.Tensor, labels: torch.Tensor, _inputs: object) -> torch.Tensor:
+        calls.append(1)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    with pytest.raises(StageError) as diverged:
+        fit(model, split, epochs=2, lr=0.5, batch_size=4, seed=0, loss_fn=diverging, console=Console(quiet=True),
+            description="train original", lr_field="model.train.lr")
+    assert diverged.value.field == "model.train.lr"
+    assert diverged.value.message == ("train original: training diverged: the loss is nan at step 3 (epoch 1); lower "
+                                      "the learning rate (0.5)")
+    assert len(calls) == 3  # stopped there, not after the epochs

@@ -76,7 +76,7 @@ class DistillStage:
         frozen = freeze_parameters(model, config.freeze, file=ctx.file, field="distill.freeze")
         history = fit(model, ctx.data.train, epochs=config.epochs, lr=config.lr,
                       batch_size=config.batch_size, seed=ctx.seed, loss_fn=loss_fn, console=ctx.console,
-                      description="distill", weight_decay=config.weight_decay)
+                      description="distill", weight_decay=config.weight_decay, lr_field="distill.lr")
         freeze_parameters(model, [])
         info: dict[str, Any] = {"epoch_losses": [round(v, 5) for v in history]}
         if frozen:

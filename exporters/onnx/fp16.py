@@ -45,7 +45,10 @@ def to_fp16(request: Fp16Request) -> Exported:
         raise tool_failure("ONNX Runtime float16 conversion", exc, field="quantize.onnx") from None
     check_external_data(dest)
     feeds = {name: t.numpy() for name, t in zip(request.input_names, request.example, strict=True)}
-    got = request.run("onnxruntime", dest, feeds)[0]
+    try:  # a conversion that wrote what its runtime cannot load or run is this step's failure
+        got = request.run("onnxruntime", dest, feeds)[0]
+    except Exception as exc:
+        raise tool_failure("running the fp16 model on onnxruntime", exc, field="quantize.onnx") from None
     with torch.no_grad():
         want = request.torch_model(*request.example)
     want = (want if isinstance(want, torch.Tensor) else want[0]).numpy()

@@ -55,7 +55,10 @@ def to_int4_weights(request: Int4Request) -> Exported:
         raise resource_error(exc, "quantize.openvino") or tool_failure("NNCF int4 weight compression", exc,
                                                                        field="quantize.openvino") from None
     feeds = {name: t.numpy() for name, t in zip(request.input_names, request.example, strict=True)}
-    got = request.run("openvino", ir, feeds)[0]
+    try:  # a conversion that wrote what its runtime cannot load or run is this step's failure
+        got = request.run("openvino", ir, feeds)[0]
+    except Exception as exc:
+        raise tool_failure("running the int4 weights model on openvino", exc, field="quantize.openvino") from None
     with torch.no_grad():
         want = request.torch_model(*request.example)
     want = (want if isinstance(want, torch.Tensor) else want[0]).numpy()

@@ -42,7 +42,11 @@ def to_fp16(request: Fp16Request) -> Exported:
         litert_torch.convert(module, sample, quant_config=quant_recipes.full_fp16_recipe()).export(str(dest))
     except Exception as exc:
         raise tool_failure("TFLite fp16 conversion", exc, field="quantize.tflite") from None
-    got = request.run("litert", dest, {name: t.numpy() for name, t in zip(request.input_names, sample, strict=True)})[0]
+    try:  # a conversion that wrote what its runtime cannot load or run is this step's failure
+        feeds = {name: t.numpy() for name, t in zip(request.input_names, sample, strict=True)}
+        got = request.run("litert", dest, feeds)[0]
+    except Exception as exc:
+        raise tool_failure("running the fp16 model on litert", exc, field="quantize.tflite") from None
     with torch.no_grad():
         want = module(*sample).numpy()
     return fp16_result(dest, "tflite", weight_bytes(dest), got, want, {

@@ -58,7 +58,11 @@ def to_int4_weights(request: Int4Request) -> Exported:
         litert_torch.convert(module, sample, quant_config=recipe).export(str(dest))
     except Exception as exc:
         raise tool_failure("TFLite int4 conversion", exc, field="quantize.tflite") from None
-    got = request.run("litert", dest, {name: t.numpy() for name, t in zip(request.input_names, sample, strict=True)})[0]
+    try:  # a conversion that wrote what its runtime cannot load or run is this step's failure
+        feeds = {name: t.numpy() for name, t in zip(request.input_names, sample, strict=True)}
+        got = request.run("litert", dest, feeds)[0]
+    except Exception as exc:
+        raise tool_failure("running the int4 weights model on litert", exc, field="quantize.tflite") from None
     with torch.no_grad():
         want = module(*sample).numpy()
     return int4_weights_result(dest, "tflite", weight_counts(dest), got, want, {
