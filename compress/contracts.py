@@ -246,6 +246,25 @@ class Fp16Request:
     run: RunOutputs
 
 
+def outputs_on_example(run: RunOutputs, runtime: str, path: Path, model: torch.nn.Module,
+                       example: tuple[torch.Tensor, ...], input_names: list[str], what: str,
+                       field: str) -> tuple[np.ndarray, np.ndarray]:
+    """The artifact's first output on the example, run by `runtime` as verify will, and the torch
+    model's; an artifact its runtime cannot load or run is the step's failure (`what` on `field`)."""
+    import torch
+
+    from compress.errors import tool_failure
+
+    feeds = {name: t.numpy() for name, t in zip(input_names, example, strict=True)}
+    try:
+        got = run(runtime, path, feeds)[0]
+    except Exception as exc:
+        raise tool_failure(f"running the {what} on {runtime}", exc, field=field) from None
+    with torch.no_grad():
+        want = model(*example)
+    return got, (want if isinstance(want, torch.Tensor) else want[0]).numpy()
+
+
 MIN_LOWER_PRECISION_SHARE = 0.5  # of the weights, to label an artifact fp16 or int4_weights
 
 

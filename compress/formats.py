@@ -60,20 +60,25 @@ def quantize(name: str, source: Path, torch_model: torch.nn.Module | None, folde
         input_names=list(input_names), validation=validation, run=run_outputs))
 
 
+def _exported_source(name: str, precision: str, source: Exported, folder: Path) -> Any:
+    """The Artifact a conversion step starts from, for what `export` made (its info and attributes)."""
+    if precision not in plugin(name).quantize_modes:
+        raise ValueError(f"format {name!r} makes no {precision}")
+    folder.mkdir(parents=True, exist_ok=True)
+    return Artifact(id="source", name=source.path.name, format=name, precision="fp32", path=source.path, sha256="",
+                    lineage=("source",), info=source.info, attributes=source.attributes)
+
+
 def to_fp16(name: str, source: Exported, torch_model: torch.nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...],
             folder: Path, *, input_names: tuple[str, ...] | list[str] = ("input",)) -> Exported:
     """fp16 of what `export` made (`source`, its Exported) with format `name`'s own conversion,
     inside `folder`; `torch_model` and `example` are what it was exported from."""
     from compress.sessions import run_outputs
 
-    if "fp16" not in plugin(name).quantize_modes:
-        raise ValueError(f"format {name!r} makes no fp16")
-    folder.mkdir(parents=True, exist_ok=True)
-    example = example if isinstance(example, tuple) else (example,)
-    artifact = Artifact(id="source", name=source.path.name, format=name, precision="fp32", path=source.path,
-                        sha256="", lineage=("source",), info=source.info, attributes=source.attributes)
-    return plugin(name).to_fp16(Fp16Request(source=artifact, torch_model=torch_model.eval(), example=example,
-                                            folder=folder, input_names=list(input_names), run=run_outputs))
+    artifact = _exported_source(name, "fp16", source, folder)
+    return plugin(name).to_fp16(Fp16Request(
+        source=artifact, torch_model=torch_model.eval(), example=example if isinstance(example, tuple) else (example,),
+        folder=folder, input_names=list(input_names), run=run_outputs))
 
 
 def to_int4_weights(name: str, source: Exported, torch_model: torch.nn.Module,
@@ -84,12 +89,7 @@ def to_int4_weights(name: str, source: Exported, torch_model: torch.nn.Module,
     as `config` (a quantize.int4 section: compress.recipe.Int4Config) says."""
     from compress.sessions import run_outputs
 
-    if "int4_weights" not in plugin(name).quantize_modes:
-        raise ValueError(f"format {name!r} makes no int4_weights")
-    folder.mkdir(parents=True, exist_ok=True)
-    example = example if isinstance(example, tuple) else (example,)
-    artifact = Artifact(id="source", name=source.path.name, format=name, precision="fp32", path=source.path,
-                        sha256="", lineage=("source",), info=source.info, attributes=source.attributes)
+    artifact = _exported_source(name, "int4_weights", source, folder)
     return plugin(name).to_int4_weights(Int4Request(
-        source=artifact, torch_model=torch_model.eval(), example=example, folder=folder,
-        input_names=list(input_names), run=run_outputs, config=config, calibration=calibration))
+        source=artifact, torch_model=torch_model.eval(), example=example if isinstance(example, tuple) else (example,),
+        folder=folder, input_names=list(input_names), run=run_outputs, config=config, calibration=calibration))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compress.contracts import Exported, Fp16Request, fp16_result
+from compress.contracts import Exported, Fp16Request, fp16_result, outputs_on_example
 from compress.errors import tool_failure
 from compress.exporters.onnx.export import SINGLE_FILE_LIMIT
 from compress.exporters.onnx.inspect import check_external_data
@@ -31,7 +31,6 @@ def weight_bytes(model: Any) -> tuple[int, int]:
 
 def to_fp16(request: Fp16Request) -> Exported:
     import onnx
-    import torch
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     source: Path = request.source.path
@@ -44,14 +43,8 @@ def to_fp16(request: Fp16Request) -> Exported:
     except Exception as exc:
         raise tool_failure("ONNX Runtime float16 conversion", exc, field="quantize.onnx") from None
     check_external_data(dest)
-    feeds = {name: t.numpy() for name, t in zip(request.input_names, request.example, strict=True)}
-    try:  # a conversion that wrote what its runtime cannot load or run is this step's failure
-        got = request.run("onnxruntime", dest, feeds)[0]
-    except Exception as exc:
-        raise tool_failure("running the fp16 model on onnxruntime", exc, field="quantize.onnx") from None
-    with torch.no_grad():
-        want = request.torch_model(*request.example)
-    want = (want if isinstance(want, torch.Tensor) else want[0]).numpy()
+    got, want = outputs_on_example(request.run, "onnxruntime", dest, request.torch_model, request.example,
+                                   request.input_names, "fp16 model", "quantize.onnx")
     return fp16_result(dest, "onnx", weight_bytes(half), got, want, {
         "converter": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True,
         "external_data": external})

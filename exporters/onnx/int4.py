@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compress.contracts import Exported, Int4Request, int4_weights_result
+from compress.contracts import Exported, Int4Request, int4_weights_result, outputs_on_example
 from compress.errors import tool_failure
 from compress.exporters.onnx.export import SINGLE_FILE_LIMIT
 from compress.exporters.onnx.inspect import check_external_data
@@ -39,7 +39,6 @@ def weight_counts(model: Any) -> tuple[int, int]:
 
 def to_int4_weights(request: Int4Request) -> Exported:
     import onnx
-    import torch
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     source: Path = request.source.path
@@ -55,14 +54,8 @@ def to_int4_weights(request: Int4Request) -> Exported:
     except Exception as exc:
         raise tool_failure("ONNX Runtime MatMulNBits quantization", exc, field="quantize.onnx") from None
     check_external_data(dest)
-    feeds = {name: t.numpy() for name, t in zip(request.input_names, request.example, strict=True)}
-    try:  # a conversion that wrote what its runtime cannot load or run is this step's failure
-        got = request.run("onnxruntime", dest, feeds)[0]
-    except Exception as exc:
-        raise tool_failure("running the int4 weights model on onnxruntime", exc, field="quantize.onnx") from None
-    with torch.no_grad():
-        want = request.torch_model(*request.example)
-    want = (want if isinstance(want, torch.Tensor) else want[0]).numpy()
+    got, want = outputs_on_example(request.run, "onnxruntime", dest, request.torch_model, request.example,
+                                   request.input_names, "int4 weights model", "quantize.onnx")
     return int4_weights_result(dest, "onnx", weight_counts(model), got, want, {
         "quantizer": "onnxruntime MatMulNBitsQuantizer (round to nearest)", "group_size": config.group_size,
         "symmetric": config.symmetric, "external_data": external})

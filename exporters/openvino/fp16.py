@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compress.contracts import Exported, Fp16Request, fp16_result
+from compress.contracts import Exported, Fp16Request, fp16_result, outputs_on_example
 from compress.errors import tool_failure
 
 
@@ -29,7 +29,6 @@ def weight_bytes(model: Any) -> tuple[int, int]:
 
 def to_fp16(request: Fp16Request) -> Exported:
     import openvino as ov
-    import torch
 
     source: Path = request.source.path
     ir = request.folder / "ir"
@@ -40,13 +39,7 @@ def to_fp16(request: Fp16Request) -> Exported:
         saved = ov.Core().read_model(str(ir / "model.xml"))
     except Exception as exc:
         raise tool_failure("OpenVINO fp16 compression", exc, field="quantize.openvino") from None
-    feeds = {name: t.numpy() for name, t in zip(request.input_names, request.example, strict=True)}
-    try:  # a conversion that wrote what its runtime cannot load or run is this step's failure
-        got = request.run("openvino", ir, feeds)[0]
-    except Exception as exc:
-        raise tool_failure("running the fp16 model on openvino", exc, field="quantize.openvino") from None
-    with torch.no_grad():
-        want = request.torch_model(*request.example)
-    want = (want if isinstance(want, torch.Tensor) else want[0]).numpy()
+    got, want = outputs_on_example(request.run, "openvino", ir, request.torch_model, request.example,
+                                   request.input_names, "fp16 model", "quantize.openvino")
     return fp16_result(ir, "openvino", weight_bytes(saved), got, want, {
         "converter": "openvino.save_model(compress_to_fp16=True)", "route": request.source.info.get("route")})

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compress.contracts import Exported, Int4Request, int4_weights_result
+from compress.contracts import Exported, Int4Request, int4_weights_result, outputs_on_example
 from compress.errors import resource_error, tool_failure
 
 
@@ -32,7 +32,6 @@ def weight_counts(model: Any) -> tuple[int, int]:
 def to_int4_weights(request: Int4Request) -> Exported:
     import nncf
     import openvino as ov
-    import torch
 
     config = request.config
     source: Path = request.source.path
@@ -54,14 +53,8 @@ def to_int4_weights(request: Int4Request) -> Exported:
     except Exception as exc:
         raise resource_error(exc, "quantize.openvino") or tool_failure("NNCF int4 weight compression", exc,
                                                                        field="quantize.openvino") from None
-    feeds = {name: t.numpy() for name, t in zip(request.input_names, request.example, strict=True)}
-    try:  # a conversion that wrote what its runtime cannot load or run is this step's failure
-        got = request.run("openvino", ir, feeds)[0]
-    except Exception as exc:
-        raise tool_failure("running the int4 weights model on openvino", exc, field="quantize.openvino") from None
-    with torch.no_grad():
-        want = request.torch_model(*request.example)
-    want = (want if isinstance(want, torch.Tensor) else want[0]).numpy()
+    got, want = outputs_on_example(request.run, "openvino", ir, request.torch_model, request.example,
+                                   request.input_names, "int4 weights model", "quantize.openvino")
     return int4_weights_result(ir, "openvino", weight_counts(compressed), got, want, {
         "quantizer": "nncf.compress_weights", "mode": "int4_sym" if config.symmetric else "int4_asym",
         "group_size": config.group_size, "all_layers": True, "awq": config.awq,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.contracts import Exported, Fp16Request, fp16_result
+from compress.contracts import Exported, Fp16Request, fp16_result, outputs_on_example
 from compress.errors import tool_failure
 from compress.exporters.tflite.export import prepare_for_tflite
 
@@ -32,7 +32,6 @@ def weight_bytes(path: Path) -> tuple[int, int]:
 
 def to_fp16(request: Fp16Request) -> Exported:
     import litert_torch
-    import torch
     from litert_torch.generative.quantize import quant_recipes
 
     channels_last = bool(request.source.info.get("channels_last"))
@@ -42,13 +41,8 @@ def to_fp16(request: Fp16Request) -> Exported:
         litert_torch.convert(module, sample, quant_config=quant_recipes.full_fp16_recipe()).export(str(dest))
     except Exception as exc:
         raise tool_failure("TFLite fp16 conversion", exc, field="quantize.tflite") from None
-    try:  # a conversion that wrote what its runtime cannot load or run is this step's failure
-        feeds = {name: t.numpy() for name, t in zip(request.input_names, sample, strict=True)}
-        got = request.run("litert", dest, feeds)[0]
-    except Exception as exc:
-        raise tool_failure("running the fp16 model on litert", exc, field="quantize.tflite") from None
-    with torch.no_grad():
-        want = module(*sample).numpy()
+    got, want = outputs_on_example(request.run, "litert", dest, module, sample, request.input_names,
+                                   "fp16 model", "quantize.tflite")
     return fp16_result(dest, "tflite", weight_bytes(dest), got, want, {
         "converter": "litert_torch.convert(quant_config=full_fp16_recipe())", "channels_last": channels_last,
         "batch": 1})

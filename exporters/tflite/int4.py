@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.contracts import Exported, Int4Request, int4_weights_result
+from compress.contracts import Exported, Int4Request, int4_weights_result, outputs_on_example
 from compress.errors import StageError, tool_failure
 from compress.exporters.tflite.export import prepare_for_tflite
 
@@ -58,13 +58,8 @@ def to_int4_weights(request: Int4Request) -> Exported:
         litert_torch.convert(module, sample, quant_config=recipe).export(str(dest))
     except Exception as exc:
         raise tool_failure("TFLite int4 conversion", exc, field="quantize.tflite") from None
-    try:  # a conversion that wrote what its runtime cannot load or run is this step's failure
-        feeds = {name: t.numpy() for name, t in zip(request.input_names, sample, strict=True)}
-        got = request.run("litert", dest, feeds)[0]
-    except Exception as exc:
-        raise tool_failure("running the int4 weights model on litert", exc, field="quantize.tflite") from None
-    with torch.no_grad():
-        want = module(*sample).numpy()
+    got, want = outputs_on_example(request.run, "litert", dest, module, sample, request.input_names,
+                                   "int4 weights model", "quantize.tflite")
     return int4_weights_result(dest, "tflite", weight_counts(dest), got, want, {
         "quantizer": "litert_torch full_dynamic_recipe(INT4, BLOCKWISE) (AI Edge Quantizer)",
         "group_size": config.group_size, "symmetric": True, "activations": "int8 per call",
