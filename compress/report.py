@@ -96,12 +96,15 @@ def render_summary(results: Results, width: int = 120) -> str:
 
     metric = results.task.get("metric", "metric")
     targets = {(m.target, m.threads) for m in results.measurements}
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     columns = ["artifact", "runtime"] + (["target", "threads"] if len(targets) > 1 else []) + [
         "precision", metric, "agreement", "parity", "size", "p50 ms", "vs fp32"]
+    # an artifact's name is what a person looks for: kept whole on its line (up to 48 characters),
+    # the other columns give way
+    longest = min(48, max((len(m.artifact) for m in results.measurements), default=8))
     for column in columns:
         table.add_column(column, justify="left" if column in ("artifact", "runtime", "target", "precision")
-                         else "right", overflow="fold")
+                         else "right", overflow="fold", min_width=longest if column == "artifact" else None)
     for m in results.measurements:
         artifact = results.artifact(m.artifact)
         speedup = results.summary.get(f"{m.artifact}_speedup_p50_vs_fp32_{m.runtime}_{m.threads}t")

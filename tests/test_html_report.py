@@ -70,6 +70,22 @@ def test_summary_fits_120_columns_and_keeps_every_problem():
     assert "0.000" in next(line for line in lines if line.startswith("original"))
 
 
+def test_summary_keeps_each_long_artifact_name_whole_on_its_row():
+    names = ["original.int4_weights.openvino", "distill.int4_weights.onnx", "original.fp16.tflite"]
+    artifacts = [{"name": "original", "id": "a", "format": "torch", "precision": "fp32", "path": "x", "sha256": "0",
+                  "size_bytes": 4_000_000, "lineage": []}] + [
+        {"name": name, "id": name, "format": name.rsplit(".", 1)[1], "precision": name.split(".")[1], "path": "y",
+         "sha256": "0", "size_bytes": 1_000_000, "lineage": ["a"], "parent": "a"} for name in names]
+    results = _results([_m(name, runtime, 0.98123, 12.5) for name in names
+                        for runtime in ("onnxruntime", "openvino")], artifacts=artifacts)
+    lines = render_summary(results).splitlines()
+    assert max(len(line) for line in lines) <= 120
+    for name in names:
+        rows = [line for line in lines if line.startswith(name + " ")]
+        assert len(rows) == 2 and all("int4_weights" in r or "fp16" in r for r in rows), lines
+        assert all("0.9812" in r and "12.500" in r for r in rows), rows
+
+
 def test_html_escapes_what_it_shows_and_counts_points_independently():
     hostile = "</script><img src=x onerror=alert(1)>"
     results = _results([_m("original", "torch", 0.99, 2.0), _m("small.int8.onnx", "onnxruntime", 0.97, 0.5),
