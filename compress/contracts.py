@@ -278,17 +278,17 @@ def fp16_result(path: Path, fmt: str, weights: tuple[int, int], got: np.ndarray,
 
 
 def int4_weights_result(path: Path, fmt: str, weights: tuple[int, int], got: np.ndarray, want: np.ndarray,
-                        info: dict[str, Any]) -> Exported:
+                        info: dict[str, Any], why: str = "") -> Exported:
     """A 4-bit weight-only artifact, labelled int4_weights only when at least half of its weights
     (elements, read back from the file: `weights` = 4-bit elements, all weight elements) are stored
     in 4 bits; the tools compress the weights of MatMul / fully connected layers, so a convolutional
-    model is refused here rather than labelled what it is not."""
+    model is refused here rather than labelled what it is not; `why` says where the rest stayed."""
     return _labelled(path, fmt, "int4_weights", weights, "of the weights in 8 bits or more", "4-bit",
-                     "int4_weights_share", got, want, info)
+                     "int4_weights_share", got, want, info, why)
 
 
 def _labelled(path: Path, fmt: str, precision: str, weights: tuple[int, int], left: str, stored: str, key: str,
-              got: np.ndarray, want: np.ndarray, info: dict[str, Any]) -> Exported:
+              got: np.ndarray, want: np.ndarray, info: dict[str, Any], why: str = "") -> Exported:
     import numpy as np
 
     from compress.errors import StageError
@@ -297,7 +297,8 @@ def _labelled(path: Path, fmt: str, precision: str, weights: tuple[int, int], le
     share = lower / total if total else 0.0
     if share < MIN_LOWER_PRECISION_SHARE:
         raise StageError(f"{fmt} {precision} conversion left {1 - share:.0%} {left} (at least "
-                         f"{MIN_LOWER_PRECISION_SHARE:.0%} must be {stored} to call it {precision})", field="quantize")
+                         f"{MIN_LOWER_PRECISION_SHARE:.0%} must be {stored} to call it {precision})"
+                         + (f": {why}" if why else ""), field="quantize")
     if not np.isfinite(got).all():
         raise StageError(f"{fmt} {precision} model gives non-finite outputs (NaN or inf) on the example",
                          field="quantize")

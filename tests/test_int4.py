@@ -116,7 +116,8 @@ def test_a_convolutional_model_is_refused_not_labelled_int4(tmp_path) -> None:
                                 {"input": x.numpy()})
     # its convolutions hold most of the weights, and MatMulNBits compresses MatMul weights only
     assert re.fullmatch(r"onnx int4_weights conversion left (\d+)% of the weights in 8 bits or more \(at least 50% "
-                        r"must be 4-bit to call it int4_weights\)", refused.value.message), refused.value.message
+                        r"must be 4-bit to call it int4_weights\): MatMulNBits compresses MatMul weights; these "
+                        r"stayed in Conv \([\d,]+ weights\).*", refused.value.message), refused.value.message
 
 
 def test_tflite_refuses_a_group_that_does_not_divide_a_layer_before_converting(tmp_path) -> None:
@@ -176,3 +177,16 @@ def test_int4_options_without_int4_weights_and_odd_groups_are_refused(cli, write
                          "int4_weights to precision"), line
     line = fails(_validate(cli, write_recipe, {"precision": "int4_weights", "int4": {"group_size": 48}}, ["onnx"]))
     assert "quantize.int4.group_size" in line and "must be a power of two (16, 32, 64, ...), not 48" in line, line
+
+
+@pytest.mark.slow
+def test_weights_the_onnx_quantizer_cannot_take_are_named_where_they_stayed(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)).eval()
+    x = torch.rand(2, 64)  # 2-D: each Linear exports as a Gemm (as GPT-2's Conv1D does), not a MatMul
+    fp32 = formats.export("onnx", model, x, tmp_path / "fp32")
+    assert {n.op_type for n in onnx.load(str(fp32.path)).graph.node} >= {"Gemm"}
+    with pytest.raises(StageError) as refused:
+        formats.to_int4_weights("onnx", fp32, model, x, tmp_path / "int4", Int4Config(group_size=32),
+                                {"input": x.numpy()})
+    assert refused.value.message.endswith("MatMulNBits compresses MatMul weights; these stayed in Gemm (4,736 weights)")

@@ -4,6 +4,8 @@ MatMulNBits contrib op; everything else stays as exported."""
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,20 @@ def weight_counts(model: Any) -> tuple[int, int]:
     return four_bit, blocked + others
 
 
+def where_weights_stayed(model: Any) -> str:
+    """The op types whose weights MatMulNBits left as they were, most weights first: MatMulNBits
+    takes MatMul weights only, so a Gemm (GPT-2's Conv1D, a Linear exported as addmm) or a Conv keeps
+    its own."""
+    sizes = {t.name: math.prod(t.dims) for t in model.graph.initializer if len(t.dims) >= 2}
+    held: Counter[str] = Counter()
+    for node in model.graph.node:
+        if node.op_type != "MatMulNBits":
+            for name in node.input:
+                held[node.op_type] += sizes.get(name, 0)
+    named = [f"{op} ({count:,} weights)" for op, count in held.most_common(3) if count]
+    return ("MatMulNBits compresses MatMul weights; these stayed in " + ", ".join(named)) if named else ""
+
+
 def to_int4_weights(request: Int4Request) -> Exported:
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -58,4 +74,4 @@ def to_int4_weights(request: Int4Request) -> Exported:
                                    request.input_names, "int4 weights model", "quantize.onnx")
     return int4_weights_result(dest, "onnx", weight_counts(model), got, want, {
         "quantizer": "onnxruntime MatMulNBitsQuantizer (round to nearest)", "group_size": config.group_size,
-        "symmetric": config.symmetric, "external_data": external})
+        "symmetric": config.symmetric, "external_data": external}, why=where_weights_stayed(model))
