@@ -24,6 +24,21 @@ def _strip_debug_info(model: Any) -> None:
         node.doc_string = ""
 
 
+def save_proto(model: Any, dest: Path) -> bool:
+    """Write a converted model; its tensors go to `model.onnx.data` beside it when they would pass
+    protobuf's 2 GiB cap on one file (counted from the tensors, not by serializing). Returns whether
+    they did."""
+    import math
+
+    import onnx
+
+    weight_bytes = sum(math.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+                       for t in model.graph.initializer)
+    external = weight_bytes > SINGLE_FILE_LIMIT
+    onnx.save(model, str(dest), save_as_external_data=external, location="model.onnx.data" if external else None)
+    return external
+
+
 def export(request: ExportRequest) -> Exported:
     dest = request.folder / "model.onnx"
     info = export_file(request.model, request.example, dest, request.input_names, request.run, request.axes())

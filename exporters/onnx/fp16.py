@@ -8,7 +8,7 @@ from typing import Any
 
 from compress.contracts import Exported, Fp16Request, fp16_result, outputs_on_example
 from compress.errors import tool_failure
-from compress.exporters.onnx.export import SINGLE_FILE_LIMIT
+from compress.exporters.onnx.export import save_proto
 from compress.exporters.onnx.inspect import check_external_data
 
 
@@ -38,8 +38,7 @@ def to_fp16(request: Fp16Request) -> Exported:
     try:
         model = onnx.load(str(source), load_external_data=True)
         half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
-        external = half.ByteSize() > SINGLE_FILE_LIMIT  # protobuf's 2 GiB cap on one file
-        onnx.save(half, str(dest), save_as_external_data=external, location="model.onnx.data" if external else None)
+        external = save_proto(half, dest)
     except Exception as exc:
         raise tool_failure("ONNX Runtime float16 conversion", exc, field="quantize.onnx") from None
     check_external_data(dest)

@@ -11,7 +11,7 @@ from typing import Any
 
 from compress.contracts import Exported, Int4Request, int4_weights_result, outputs_on_example
 from compress.errors import tool_failure
-from compress.exporters.onnx.export import SINGLE_FILE_LIMIT
+from compress.exporters.onnx.export import save_proto
 from compress.exporters.onnx.inspect import check_external_data
 
 
@@ -65,8 +65,7 @@ def to_int4_weights(request: Int4Request) -> Exported:
                                          block_size=config.group_size, is_symmetric=config.symmetric)
         quantizer.process()
         model = quantizer.model.model
-        external = model.ByteSize() > SINGLE_FILE_LIMIT  # protobuf's 2 GiB cap on one file
-        onnx.save(model, str(dest), save_as_external_data=external, location="model.onnx.data" if external else None)
+        external = save_proto(model, dest)
     except Exception as exc:
         raise tool_failure("ONNX Runtime MatMulNBits quantization", exc, field="quantize.onnx") from None
     check_external_data(dest)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.contracts import Exported, Int4Request, int4_weights_result, outputs_on_example
-from compress.errors import resource_error, tool_failure
+from compress.errors import tool_failure
 
 
 def weight_counts(model: Any) -> tuple[int, int]:
@@ -51,8 +51,7 @@ def to_int4_weights(request: Int4Request) -> Exported:
         ir.mkdir(parents=True, exist_ok=True)
         ov.save_model(compressed, str(ir / "model.xml"), compress_to_fp16=False)
     except Exception as exc:
-        raise resource_error(exc, "quantize.openvino") or tool_failure("NNCF int4 weight compression", exc,
-                                                                       field="quantize.openvino") from None
+        raise tool_failure("NNCF int4 weight compression", exc, field="quantize.openvino") from None
     got, want = outputs_on_example(request.run, "openvino", ir, request.torch_model, request.example,
                                    request.input_names, "int4 weights model", "quantize.openvino")
     return int4_weights_result(ir, "openvino", weight_counts(compressed), got, want, {
