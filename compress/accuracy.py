@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from compress.budget import Budget
+from compress.interrupts import deliver_held
 
 if TYPE_CHECKING:
     from compress.contracts import Metric, RunOutputs
@@ -117,6 +118,7 @@ class _Trials:
         return 0 if time.monotonic() >= self.deadline else self.validation.max_trials - self.count
 
     def run(self, excluded: list[str], what: str) -> tuple[float, Path]:
+        deliver_held()  # a signal held while the last candidate was quantized stops the search here
         self.count += 1
         path = self.work / f"trial{self.count}" / self.file_name  # a file, or a folder (OpenVINO IR)
         path.parent.mkdir()

@@ -14,6 +14,7 @@ run.log while the console keeps writing to the terminal.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import os
 import sys
@@ -146,11 +147,20 @@ def quiet_terminal(log_path: Path, console: Console, *, verbose: bool = False) -
         # the console writes to the terminal the process started with, not to what fd 2 becomes
         terminal = os.fdopen(os.dup(console.file.fileno()), "w", buffering=1, encoding="utf-8", errors="replace")
         console.file = terminal
+    # A native crash (SIGSEGV, SIGABRT) kills the process with no exception to report: the Python
+    # stack of every thread is written to run.log, so the crash can be told apart from a bug of ours.
+    # (Left alone where a host, such as pytest, has enabled it already.)
+    crash_log = None if faulthandler.is_enabled() else os.fdopen(os.dup(log_fd), "w")
     try:
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
+        if crash_log is not None:
+            faulthandler.enable(file=crash_log, all_threads=True)
         yield
     finally:
+        if crash_log is not None:
+            faulthandler.disable()
+            crash_log.close()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()

@@ -9,7 +9,13 @@ thread is, except where raising would lose the signal or kill the process.
   so the run would finish as if nobody had asked it to stop (JAX's `_xla_gc_callback` runs often
   during a TFLite conversion).
 
-There the signal is sent again a moment later, and delivered once that code has returned."""
+There the signal is sent again a moment later, and delivered once that code has returned.
+
+- While a format's tool converts or quantizes (`signals_held`): the converters call back into Python
+  from native code (MLIR and JAX bindings, OpenVINO's frontends), where an exception either aborts the
+  process or comes back as the tool's own error (a failed conversion, not an interrupt). The signal is
+  held until the tool returns, or until compress's own code between two tool calls asks
+  (`deliver_held`); a second signal is not held."""
 
 from __future__ import annotations
 
@@ -39,15 +45,51 @@ def unsafe_to_raise(frame: FrameType | None) -> bool:
     return False
 
 
+class _Held:
+    depth = 0  # tool calls at work in the main thread
+    signal: int | None = None  # the signal waiting for them to return
+
+
+def _raise(number: int) -> None:
+    if number == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Interrupted(number)
+
+
 def _deliver(number: int, frame: FrameType | None) -> None:
     if unsafe_to_raise(frame):
         later = threading.Timer(RETRY_SECONDS, os.kill, (os.getpid(), number))
         later.daemon = True
         later.start()
         return
-    if number == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise Interrupted(number)
+    if _Held.depth and _Held.signal is None:
+        _Held.signal = number
+        return
+    _Held.signal = None
+    _raise(number)
+
+
+def deliver_held() -> None:
+    """Raise a signal held for a tool, now that compress's own code runs (between two tool calls)."""
+    if _Held.signal is not None:
+        number, _Held.signal = _Held.signal, None
+        _raise(number)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """A format's tool at work: SIGINT and SIGTERM are raised when it returns, not inside it. (Only
+    the main thread receives signals: elsewhere this changes nothing.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _Held.depth += 1
+    try:
+        yield
+    finally:
+        _Held.depth -= 1
+        if not _Held.depth:
+            deliver_held()  # the person asked to stop: that wins over what the tool raised, if anything
 
 
 @contextlib.contextmanager

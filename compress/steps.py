@@ -29,6 +29,7 @@ from compress.contracts import (
     StageContext,
 )
 from compress.errors import CompressError, InputError, StageError
+from compress.interrupts import signals_held
 
 if TYPE_CHECKING:
     import logging
@@ -342,7 +343,8 @@ class ExportStep(Step):
         request = ExportRequest(model=parent.torch_model.eval(), example=ctx.example(2), input_names=ctx.input_names,
                                 folder=folder, options=self.format.options, run=ctx.run,
                                 dynamic_axes=ctx.dynamic_axes)
-        exported = self.format.plugin.export(request)
+        with signals_held():
+            exported = self.format.plugin.export(request)
         return _artifact(self, ctx, parent.artifact, exported, "fp32", self.label, exported.info), parent.torch_model
 
 
@@ -378,7 +380,8 @@ class QuantizeStep(Step):
             source=parent.artifact, torch_model=parent.torch_model, folder=folder, config=config,
             calibration=ctx.data.calibration.head(config.calibration.samples).inputs, input_names=ctx.input_names,
             validation=_validation(self.format.name, parent.artifact, ctx), run=ctx.run)
-        exported = plugin.quantize(request)
+        with signals_held():
+            exported = plugin.quantize(request)
         readback = plugin.inspect(exported.path)
         # The label is read back from the artifact: int8 when enough of it is (MACs for static int8,
         # weights for dynamic, whose activations are quantized per call), else mixed.
@@ -414,7 +417,8 @@ class Fp16Step(Step):
         assert self.format is not None and parent is not None
         request = Fp16Request(source=parent.artifact, torch_model=parent.torch_model.eval(), example=ctx.example(2),
                               folder=folder, input_names=ctx.input_names, run=ctx.run)
-        exported = self.format.plugin.to_fp16(request)
+        with signals_held():
+            exported = self.format.plugin.to_fp16(request)
         return _artifact(self, ctx, parent.artifact, exported, "fp16", self.label, exported.info), parent.torch_model
 
 @dataclass(eq=False)
@@ -442,7 +446,8 @@ class Int4Step(Step):
         request = Int4Request(source=parent.artifact, torch_model=parent.torch_model.eval(), example=ctx.example(2),
                               folder=folder, input_names=ctx.input_names, run=ctx.run, config=config.int4,
                               calibration=ctx.data.calibration.head(config.int4.samples).inputs)
-        exported = self.format.plugin.to_int4_weights(request)
+        with signals_held():
+            exported = self.format.plugin.to_int4_weights(request)
         artifact = _artifact(self, ctx, parent.artifact, exported, "int4_weights", self.label, exported.info)
         return artifact, parent.torch_model
 

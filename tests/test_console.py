@@ -51,3 +51,23 @@ def test_verbose_leaves_the_terminal_as_it_is_and_shows_compress_log(tmp_path):
     for line in [*LIBRARY, "for the person", "compress's own log line"]:
         assert line in terminal, line
     assert log == ""
+
+
+CRASH = textwrap.dedent("""
+    import faulthandler, sys
+    from pathlib import Path
+    from compress.console import RunConsole, quiet_terminal
+    def converting_the_model():
+        faulthandler._sigabrt()  # what a native library's abort() does
+    with quiet_terminal(Path(sys.argv[1]), RunConsole(stderr=True)):
+        converting_the_model()
+""")
+
+
+def test_a_native_crash_leaves_the_python_stack_in_the_log(tmp_path):
+    log = tmp_path / "run.log"
+    done = subprocess.run([sys.executable, "-c", CRASH, str(log)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -6
+    text = log.read_text()
+    assert "Fatal Python error: Aborted" in text and "converting_the_model" in text, text
+    assert "Fatal Python error" not in done.stderr

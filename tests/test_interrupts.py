@@ -107,3 +107,76 @@ def test_elsewhere_the_signal_is_raised_where_the_program_is(tmp_path: Path) -> 
         steps.append("restored" if s.getsignal(s.SIGINT) is s.default_int_handler else "left")
     """)
     assert steps == ["raised", "restored"]
+
+
+@pytest.mark.parametrize(("number", "caught"), [("SIGINT", "KeyboardInterrupt"), ("SIGTERM", "Interrupted")])
+def test_a_signal_while_a_tool_converts_is_raised_when_it_returns(tmp_path: Path, number: str, caught: str) -> None:
+    steps = _run(tmp_path, f"""
+        from compress.interrupts import signals_held
+        def converter_calling_back_into_python():
+            os.kill(os.getpid(), signal.{number})
+            deadline = time.monotonic() + 0.3
+            while time.monotonic() < deadline:
+                sum(range(1000))  # a handler that raised would raise here, inside the tool
+            steps.append("tool-finished")
+        with signals_as_exceptions():
+            try:
+                with signals_held():
+                    converter_calling_back_into_python()
+                steps.append("after-the-tool")
+            except {caught}:
+                steps.append("raised")
+    """)
+    assert steps == ["tool-finished", "raised"]
+
+
+def test_a_tool_error_after_a_held_signal_gives_way_to_the_signal(tmp_path: Path) -> None:
+    steps = _run(tmp_path, """
+        from compress.interrupts import signals_held
+        with signals_as_exceptions():
+            try:
+                with signals_held():
+                    os.kill(os.getpid(), signal.SIGINT)
+                    sum(range(100000))
+                    raise RuntimeError("conversion failed: KeyboardInterrupt")  # how a tool reports it
+            except KeyboardInterrupt:
+                steps.append("interrupted")
+            except RuntimeError:
+                steps.append("tool-error")
+    """)
+    assert steps == ["interrupted"]
+
+
+def test_a_held_signal_stops_compress_own_code_between_two_tool_calls(tmp_path: Path) -> None:
+    steps = _run(tmp_path, """
+        from compress.interrupts import deliver_held, signals_held
+        with signals_as_exceptions():
+            try:
+                with signals_held():
+                    for trial in range(3):
+                        deliver_held()
+                        steps.append(f"trial{trial}")
+                        if trial == 0:
+                            os.kill(os.getpid(), signal.SIGINT)
+                            sum(range(100000))
+            except KeyboardInterrupt:
+                steps.append("raised")
+    """)
+    assert steps == ["trial0", "raised"]
+
+
+def test_a_second_signal_is_not_held(tmp_path: Path) -> None:
+    steps = _run(tmp_path, """
+        from compress.interrupts import signals_held
+        with signals_as_exceptions():
+            try:
+                with signals_held():
+                    os.kill(os.getpid(), signal.SIGINT)
+                    sum(range(100000))
+                    steps.append("held")
+                    os.kill(os.getpid(), signal.SIGINT)
+                    wait_for_the_signal()
+            except KeyboardInterrupt:
+                steps.append("raised")
+    """)
+    assert steps == ["held", "raised"]

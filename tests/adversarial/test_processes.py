@@ -43,6 +43,11 @@ def _wait_for(process: subprocess.Popen, words: str, out: Path, timeout: float =
     raise AssertionError(f"never reached {words!r}")
 
 
+def _run_logs(out: Path) -> str:
+    """The end of every run.log under `out`: where a native crash leaves its Python stack."""
+    return "".join(f"\n--- {log}\n{log.read_text(errors='replace')[-6000:]}" for log in out.rglob("run.log"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 @pytest.mark.parametrize("during", ["export", "verify"])
@@ -53,7 +58,7 @@ def test_a_signal_ends_the_run_cleanly(box: Sandbox, sig: int, code: int, during
         time.sleep(2)  # the agent is measuring (its run takes 60 s)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == code, stderr
+    assert process.returncode == code, stderr + _run_logs(box.out)
     assert "Traceback" not in stderr
     said = "SIGINT" if code == 130 else "signal 15"
     assert stderr.strip().splitlines()[-1].startswith(f"error: interrupted ({said})")
