@@ -465,6 +465,12 @@ def _plan(path: Path, recipe: Recipe, data: dict[str, Any], located: LocatedYaml
             stage_config = stage_cls.Config.model_validate(config or {})
         except ValidationError as exc:
             _raise_validation(exc, located, stage_cls.Config, ("stages", index, name))
+        check = getattr(stage_cls, "check_recipe", None)  # what the stage needs from the rest of the recipe
+        problem = check(stage_config, recipe) if check is not None else None
+        if problem is not None:
+            sub, message = problem
+            raise InputError(message, **where("stages", index, name),
+                             field=f"stages[{index}].{name}" + (f".{sub}" if sub else ""))
         stages.append(PlannedStage(index=index, name=name, plugin=stage_cls, config=stage_config))
 
     probe = _Probe(recipe, path)

@@ -88,5 +88,6 @@ def freeze_parameters(model: torch.nn.Module, patterns: list[str], *, file: str 
             raise InputError(f"{pattern!r} matches no parameter", file=file, field=f"{field}[{index}]")
         frozen.extend(hits)
     for name, parameter in model.named_parameters():
-        parameter.requires_grad_(name not in frozen)
+        if parameter.is_floating_point():  # integer ones (a quantizer's bit width) never train
+            parameter.requires_grad_(name not in frozen)
     return frozen

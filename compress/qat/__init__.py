@@ -1,0 +1,1 @@
+"""Quantization-aware training: fine-tune with int8 fake quantization (NNCF) before the formats quantize."""

@@ -1,0 +1,95 @@
+"""Quantization-aware training (`stages: [qat]`): NNCF fine-tunes with int8 fake quantization, each
+weight is left on its int8 grid (read back here from the stored safetensors, independently of the
+stage), the formats quantize the result with their own int8 quantizers, and a recipe that leaves
+the stage nothing to do is refused."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import printed_results, small_recipe
+from tests.test_recipe import fails
+
+FAST_VERIFY = {"runtimes": ["torch", "onnxruntime"], "targets": ["local"],
+               "latency": {"warmup": 0, "min_runs": 2, "min_seconds": 0.0, "threads": [1]}}
+
+
+def _recipe(qat: dict[str, Any], **quantize: Any) -> dict[str, Any]:
+    model = {"factory": "compress.zoo.digits:DigitsCNN", "kwargs": {"width": 32},
+             "input": {"name": "input", "shape": [1, 1, 8, 8], "dtype": "float32"},
+             "train": {"epochs": 4, "lr": 0.01, "batch_size": 64}}
+    section = {k: v for k, v in {"precision": "int8", "calibration": {"samples": 64}, **quantize}.items()
+               if v is not None}
+    return small_recipe(model=model, stages=[{"qat": qat}], verify=FAST_VERIFY, quantize=section)
+
+
+def test_qat_without_int8_is_refused(cli, write_recipe) -> None:
+    path = write_recipe(_recipe({}, precision="fp16", calibration=None))
+    line = fails(cli("validate", path))
+    assert re.fullmatch(f"error: {re.escape(str(path))}:\\d+: stages\\[0\\]\\.qat: quantization-aware training makes "
+                        "int8 artifacts: it needs quantize.precision to include int8", line), line
+
+
+def test_over_budget_needs_a_budget(cli, write_recipe) -> None:
+    path = write_recipe(_recipe({"when": "over_budget"}))
+    line = fails(cli("validate", path))
+    assert re.fullmatch(f"error: {re.escape(str(path))}:\\d+: stages\\[0\\]\\.qat\\.when: over_budget needs "
+                        "quantize.max_accuracy_drop \\(the budget post-training int8 is held to\\)", line), line
+
+
+def _weights(run: Path, artifact: str) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    (weights,) = (run / "artifacts" / artifact / "model").glob("*.safetensors")
+    return load_file(str(weights))
+
+
+@pytest.mark.slow
+def test_qat_leaves_each_weight_on_its_int8_grid_and_the_formats_quantize_it(cli, write_recipe, tmp_path) -> None:
+    result = cli("run", write_recipe(_recipe({"epochs": 1, "lr": 1e-3})), "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    results = printed_results(result.stdout)
+    run = tmp_path / "out" / "small" / results["run_id"]
+    by_name = {a["name"]: a for a in results["artifacts"]}
+    info = by_name["qat"]["info"]
+    assert info["weights_on_int8_grid"] == 4 and set(info["validation_metric"]) == {
+        "fp32", "int8_before_qat", "int8_after_qat"}
+    trained, original = _weights(run, "qat"), _weights(run, "original")
+    for name in ("features.3.weight", "features.7.weight"):  # convs of 32 x 3 x 3 = 288 weights per channel
+        assert not np.array_equal(trained[name], original[name])  # fine-tuned
+        for channel, before in zip(trained[name], original[name], strict=True):
+            assert len(np.unique(before)) > 256  # fp32: more values than int8 has levels
+            values = np.unique(channel)
+            assert len(values) <= 255, name
+            step = np.diff(values).min()  # 288 weights on at most 255 levels: neighbouring levels are taken
+            levels = channel / step  # symmetric: the grid runs through zero
+            assert np.allclose(levels, np.round(levels), atol=2e-3), name
+            assert np.abs(levels).max() <= 128.01, name
+    quantized = by_name["qat.int8.onnx"]
+    assert quantized["precision"] == "int8" and quantized["lineage"] == ["original", "qat", "export.onnx",
+                                                                  "quantize.onnxruntime"]
+    measured = {m["artifact"]: m for m in results["measurements"]}
+    assert measured["qat.int8.onnx"]["parity"]["passed"]
+
+
+@pytest.mark.slow
+def test_over_budget_within_the_budget_hands_the_model_on_unchanged(cli, write_recipe, tmp_path) -> None:
+    recipe = _recipe({"when": "over_budget"}, max_accuracy_drop=0.5)
+    result = cli("run", write_recipe(recipe), "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    results = printed_results(result.stdout)
+    info = {a["name"]: a for a in results["artifacts"]}["qat"]["info"]
+    metric = info["validation_metric"]
+    before, fp32 = metric["int8_before_qat"], metric["fp32"]
+    assert info["skipped"] == (f"simulated post-training int8 is within max_accuracy_drop 0.5 ({before:.4f} "
+                               f"against {fp32:.4f} in fp32): no fine-tuning")
+    assert "int8_after_qat" not in metric and "epoch_losses" not in info
+    run = tmp_path / "out" / "small" / results["run_id"]
+    trained, original = _weights(run, "qat"), _weights(run, "original")
+    assert trained.keys() == original.keys()
+    assert all(np.array_equal(trained[k], original[k]) for k in original)
