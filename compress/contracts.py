@@ -139,6 +139,27 @@ class Readback:
                 if any(op.recurrent and op.op_type == kind for op in self.ops)}
 
 
+def loses_a_multiplier(values: Any) -> bool:
+    """Whether per-tensor 8-bit quantization of a constant a model multiplies by (a per-channel scale,
+    LayerScale's gamma) would lose more than half of one of its non-zero values: 256 levels over
+    [min(0, lowest), max(0, highest)], as ONNX Runtime and PT2E store such a constant. A multiplier
+    of 1 beside one of 1000 becomes 0, and its channel with it (a weight of a conv or matmul is
+    quantized per channel and is not one of these)."""
+    import numpy as np
+
+    constant = np.asarray(values, dtype=np.float64).ravel()
+    if constant.size < 2 or not np.isfinite(constant).all():
+        return False
+    low, high = min(0.0, float(constant.min())), max(0.0, float(constant.max()))
+    if high == low:
+        return False
+    scale = (high - low) / 255
+    zero = np.round(-low / scale)
+    restored = (np.clip(np.round(constant / scale) + zero, 0, 255) - zero) * scale
+    kept = constant != 0
+    return bool((np.abs(restored[kept] - constant[kept]) > 0.5 * np.abs(constant[kept])).any())
+
+
 def first_layers(ops: Sequence[WeightedOp], count: int, max_macs_share: float) -> list[str]:
     """The first-layer policy (`quantize.first_layers`): the names of the first `count` layers that
     multiply (MACs > 0; an embedding lookup is not one), in the order given (the order the input

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from compress.contracts import Exported, QuantizeRequest, first_layers, match_names
+from compress.contracts import Exported, QuantizeRequest, first_layers, loses_a_multiplier, match_names
 from compress.errors import tool_failure
 
 # Ops that only move or reshape data: keeping them in float changes nothing on its own.
@@ -75,7 +75,8 @@ def quantize(request: QuantizeRequest) -> Exported:
         _pre_process(source, prepared)
         nodes = list(onnx.load(str(prepared), load_external_data=False).graph.node)
         ignored, first = _kept_in_float(prepared, [n.name for n in nodes], request.config)
-        candidates = _candidates(nodes, {*ignored, *first})
+        multipliers = [] if request.config.mode == "dynamic" else lossy_multipliers(prepared)
+        candidates = _candidates(nodes, {*ignored, *first, *multipliers})
 
         def quantize_leaving(excluded: list[str], path: Path) -> None:
             info.update(quantize_file(source, path, request, extra_excluded=excluded))
@@ -174,14 +175,32 @@ def quantize_file(source: Path, dest: Path, request: QuantizeRequest, *,
         ignored, first = _kept_in_float(prepared, nodes, config)
         searched = [n for n in extra_excluded or [] if n not in ignored]  # the accuracy-aware search's
         first = [n for n in first if n not in searched]
-        excluded = ignored + searched + first
+        multipliers = [] if config.mode == "dynamic" else [
+            n for n in lossy_multipliers(prepared) if n not in {*ignored, *searched, *first}]
+        excluded = ignored + searched + first + multipliers
         if config.mode == "dynamic":
             info = _dynamic(prepared, dest, config, excluded)
         else:
             info = _static(prepared, dest, request, excluded)
             info["inputs_kept_float"] = keep_inputs_float(dest, prepared, set(excluded))
     return {**info, "ignore_matches": {p: match_names(nodes, [p]) for p in config.ignore}, "nodes_excluded": excluded,
-            "first_layers_in_float": first}
+            "first_layers_in_float": first, "multipliers_in_float": multipliers}
+
+
+def lossy_multipliers(path: Path) -> list[str]:
+    """Mul and Div nodes that multiply by a constant which per-tensor int8 would wipe out
+    (compress.contracts.loses_a_multiplier): left in float, since the quantizer stores such a
+    constant like an activation (the outlier model's [1000, 1, 1, ...] became [255, 0, 0, ...])."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    constants = {i.name: i for i in graph.initializer}
+    constants.update({n.output[0]: n.attribute[0].t for n in graph.node
+                      if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    return [node.name for node in graph.node if node.op_type in ("Mul", "Div")
+            and any(name in constants and loses_a_multiplier(numpy_helper.to_array(constants[name]))
+                    for name in node.input)]
 
 
 def keep_inputs_float(path: Path, prepared: Path, excluded: set[str]) -> list[str]:
