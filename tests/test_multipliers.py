@@ -46,3 +46,32 @@ def test_onnx_int8_keeps_a_lossy_multiplier_in_float_and_quantizes_the_rest(tmp_
     assert constant.dtype == np.float32 and constant.ravel()[0] == 1000.0 and (constant.ravel()[1:] == 1.0).all()
     assert {n.op_type for n in graph.node} >= {"QuantizeLinear", "DequantizeLinear", "Conv"}  # the rest is int8
     assert sum(n.op_type == "DequantizeLinear" for n in graph.node) >= 4
+
+
+def test_tflite_int8_keeps_a_lossy_multiplier_and_the_layer_reading_it_in_float(tmp_path) -> None:
+    """LiteRT's converter quantizes a float Mul between int8 ops all the same: the float region runs
+    from the multiplier through the next layer with weights, read back here from the flatbuffer."""
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    from compress import formats
+    from compress.recipe import QuantizeConfig
+    from compress.zoo.digits import DigitsCNNOutlier
+
+    torch.manual_seed(0)
+    model = DigitsCNNOutlier(width=8, outlier=1000.0).eval()
+    x = torch.rand(64, 1, 8, 8).numpy()
+    exported = formats.export("tflite", model, torch.from_numpy(x[:1]), tmp_path / "fp32", input_names=["input"])
+    int8 = formats.quantize("tflite", exported.path, model, tmp_path / "int8",
+                            QuantizeConfig(mode="static", calibration={"samples": 64}), x, input_names=["input"])
+    assert int8.info["multipliers_in_float"] == ["mul"]
+    interpreter = Interpreter(model_path=str(int8.path))
+    dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    (mul,) = [op for op in ops if op["op_name"] == "MUL"]
+    assert all(dtypes[i] == np.float32 for i in mul["inputs"])  # the x1000 multiplier kept as it is
+    layers = [(op["op_name"], str(dtypes[op["inputs"][1]])) for op in ops
+              if op["op_name"] in ("DEPTHWISE_CONV_2D", "CONV_2D", "MUL", "FULLY_CONNECTED")]
+    # the first conv in float is the first-layer policy's; the conv reading the multiplier is float too
+    assert layers == [("DEPTHWISE_CONV_2D", "float32"), ("CONV_2D", "int8"), ("MUL", "float32"),
+                      ("CONV_2D", "float32"), ("FULLY_CONNECTED", "int8")], layers

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from compress.contracts import Exported, QuantizeRequest, WeightedOp, first_layers, match_names
+from compress.contracts import Exported, QuantizeRequest, WeightedOp, first_layers, loses_a_multiplier, match_names
 from compress.errors import tool_failure
 from compress.exporters.tflite.bias_correction import correct_biases, is_qdq, passed_through
 from compress.exporters.tflite.export import prepare_for_tflite
@@ -49,6 +49,9 @@ def _leave_in_float(modules: list[str], prefix_through: list[str] | None = None)
                 _observe_after_clamp(model, self.global_config)
             nodes = list(model.graph.nodes)
             dropped = [n for n in nodes if _in_modules(n, modules)]
+            multipliers = [n for n in nodes if _multiplies_by_a_lossy_constant(model, n)]
+            self.multipliers_in_float = [n.name for n in multipliers]
+            dropped += _through_next_weighted_ops(multipliers)
             if prefix_through:
                 last = max((i for i, n in enumerate(nodes) if _in_modules(n, prefix_through)), default=-1)
                 while 0 <= last < len(nodes) - 1 and nodes[last + 1].target in _targets()["activations"] \
@@ -91,6 +94,40 @@ def _grow_over_parameter_free_ops(nodes: list[Any], dropped: list[Any]) -> list[
             left.add(node)
             grown.append(node)
     return grown
+
+
+def _multiplies_by_a_lossy_constant(model: Any, node: Any) -> bool:
+    """A mul or div by a constant that per-tensor int8 would wipe out (compress.contracts.
+    loses_a_multiplier). PT2E quantizes such a constant as it does an activation."""
+    import operator
+
+    import torch
+
+    if node.op != "call_function" or node.target not in (torch.ops.aten.mul.Tensor, torch.ops.aten.div.Tensor):
+        return False
+    for arg in node.args:
+        if getattr(arg, "op", None) == "get_attr":
+            value = operator.attrgetter(arg.target)(model)
+            if isinstance(value, torch.Tensor) and loses_a_multiplier(value.detach().float().numpy()):
+                return True
+    return False
+
+
+def _through_next_weighted_ops(starts: list[Any]) -> list[Any]:
+    """`starts` and every op after them up to and including the next layers with weights. Left in
+    float: the converter turns a float op between int8 ones back into int8 (a multiplier left alone
+    was quantized all the same), so the float region runs on into the layer that reads it."""
+    region: list[Any] = []
+    frontier = list(starts)
+    while frontier:
+        node = frontier.pop()
+        if node in region:
+            continue
+        region.append(node)
+        if node not in starts and node.target in _targets()["weighted"]:
+            continue  # the region ends with this layer
+        frontier.extend(user for user in node.users if user.op == "call_function")
+    return region
 
 
 def _in_modules(node: Any, modules: list[str]) -> bool:
@@ -397,6 +434,7 @@ def _convert(request: QuantizeRequest, ignored: list[str], dest: Path, first: li
         raise tool_failure("TFLite int8 conversion", exc) from None
     return {"quantizer": "litert_torch PT2E", "scheme": "symmetric int8 weights", "per_channel": config.per_channel,
             "mode": config.mode, "calibration_samples": 0 if dynamic else count,
+            "multipliers_in_float": getattr(quantizer, "multipliers_in_float", []),
             "channels_last": channels_last, "nodes_excluded": ignored,
             "quantizer_call": {"function": "torchao prepare_pt2e / convert_pt2e with litert_torch PT2EQuantizer",
                                "arguments": {**described, "modules_left_in_float": ignored,
