@@ -23,6 +23,7 @@ def test_a_multiplier_is_lost_when_per_tensor_int8_takes_more_than_half_of_a_val
     assert loses_a_multiplier(np.array(values, dtype=np.float32)) is lost
 
 
+@pytest.mark.slow
 def test_onnx_int8_keeps_a_lossy_multiplier_in_float_and_quantizes_the_rest(tmp_path) -> None:
     import onnx
     import torch
@@ -48,6 +49,7 @@ def test_onnx_int8_keeps_a_lossy_multiplier_in_float_and_quantizes_the_rest(tmp_
     assert sum(n.op_type == "DequantizeLinear" for n in graph.node) >= 4
 
 
+@pytest.mark.slow
 def test_tflite_int8_keeps_a_lossy_multiplier_and_the_layer_reading_it_in_float(tmp_path) -> None:
     """LiteRT's converter quantizes a float Mul between int8 ops all the same: the float region runs
     from the multiplier through the next layer with weights, read back here from the flatbuffer."""
