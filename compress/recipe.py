@@ -465,12 +465,6 @@ def _plan(path: Path, recipe: Recipe, data: dict[str, Any], located: LocatedYaml
             stage_config = stage_cls.Config.model_validate(config or {})
         except ValidationError as exc:
             _raise_validation(exc, located, stage_cls.Config, ("stages", index, name))
-        check = getattr(stage_cls, "check_recipe", None)  # what the stage needs from the rest of the recipe
-        problem = check(stage_config, recipe) if check is not None else None
-        if problem is not None:
-            sub, message = problem
-            raise InputError(message, **where("stages", index, name),
-                             field=f"stages[{index}].{name}" + (f".{sub}" if sub else ""))
         stages.append(PlannedStage(index=index, name=name, plugin=stage_cls, config=stage_config))
 
     probe = _Probe(recipe, path)
@@ -479,6 +473,13 @@ def _plan(path: Path, recipe: Recipe, data: dict[str, Any], located: LocatedYaml
         chosen, mode_reason = probe.int8_mode()
         recipe = recipe.model_copy(update={"quantize": recipe.quantize.model_copy(update={"mode": chosen})})
         recipe.quantize.__pydantic_fields_set__.discard("mode")  # chosen, not set by the recipe
+    for stage in stages:  # what a stage needs from the rest of the recipe (int8 mode chosen by now)
+        check = getattr(stage.plugin, "check_recipe", None)
+        problem = check(stage.config, recipe) if check is not None else None
+        if problem is not None:
+            sub, message = problem
+            raise InputError(message, **where("stages", stage.index, stage.name),
+                             field=f"stages[{stage.index}].{stage.name}" + (f".{sub}" if sub else ""))
 
     formats: list[PlannedFormat] = []
     for index, item in enumerate(recipe.export):

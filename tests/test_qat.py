@@ -93,3 +93,18 @@ def test_over_budget_within_the_budget_hands_the_model_on_unchanged(cli, write_r
     trained, original = _weights(run, "qat"), _weights(run, "original")
     assert trained.keys() == original.keys()
     assert all(np.array_equal(trained[k], original[k]) for k in original)
+
+
+def test_qat_against_dynamic_int8_is_refused_whether_set_or_chosen(cli, write_recipe) -> None:
+    path = write_recipe(_recipe({}, mode="dynamic"))
+    line = fails(cli("validate", path))
+    assert line.endswith(": stages[0].qat: quantization-aware training trains against static int8 (activation "
+                         "ranges fixed by calibration), and quantize.mode is dynamic: set quantize.mode: static"), line
+    lstm = small_recipe(model={"factory": "compress.zoo.sequence:DigitsLSTM", "kwargs": {"hidden": 8, "layers": 1},
+                               "input": {"name": "input", "shape": [1, 8, 8], "dtype": "float32"}},
+                        data={"source": "digits_sequence", "batch_size": 64}, stages=[{"qat": {}}],
+                        quantize={"precision": "int8"})  # mode auto: dynamic for a recurrent model
+    line = fails(cli("validate", write_recipe(lstm, "lstm.yaml")))
+    assert line.endswith(": stages[0].qat: quantization-aware training trains against static int8 (activation "
+                         "ranges fixed by calibration), and quantize.mode is dynamic (chosen by quantize.mode auto): "
+                         "set quantize.mode: static"), line

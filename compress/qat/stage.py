@@ -67,6 +67,10 @@ class QatStage:
         quantize = recipe.quantize
         if quantize is None or not quantize.int8:
             return "", "quantization-aware training makes int8 artifacts: it needs quantize.precision to include int8"
+        if quantize.mode == "dynamic":
+            chosen = "" if "mode" in quantize.model_fields_set else " (chosen by quantize.mode auto)"
+            return "", ("quantization-aware training trains against static int8 (activation ranges fixed by "
+                        f"calibration), and quantize.mode is dynamic{chosen}: set quantize.mode: static")
         if config.when == "over_budget" and quantize.max_accuracy_drop is None:
             return "when", "over_budget needs quantize.max_accuracy_drop (the budget post-training int8 is held to)"
         return None
