@@ -108,3 +108,21 @@ def test_qat_against_dynamic_int8_is_refused_whether_set_or_chosen(cli, write_re
     assert line.endswith(": stages[0].qat: quantization-aware training trains against static int8 (activation "
                          "ranges fixed by calibration), and quantize.mode is dynamic (chosen by quantize.mode auto): "
                          "set quantize.mode: static"), line
+
+
+@pytest.mark.slow
+def test_a_model_whose_fake_quantized_outputs_are_not_finite_fails_in_one_line(cli, write_recipe, tmp_path) -> None:
+    """TinyGPT's renormalised masked softmax divides by a row sum that NNCF's int8 makes 0: no step
+    could train from NaN, so the stage says so before training instead of blaming the learning rate."""
+    lm = small_recipe(model={"factory": "compress.zoo.lm:tiny_gpt", "kwargs": {"context": 16, "dim": 32, "layers": 1,
+                                                                              "heads": 2},
+                             "input": {"name": "input_ids", "shape": [1, 16], "dtype": "int64"},
+                             "train": {"epochs": 1, "lr": 0.004, "batch_size": 32}},
+                      data={"source": "text", "batch_size": 16},
+                      task={"kind": "language_model", "metric": "perplexity"}, stages=[{"qat": {}}],
+                      quantize={"precision": "int8", "mode": "static", "calibration": {"samples": 32}})
+    result = cli("run", write_recipe(lm), "--out", tmp_path / "out")
+    assert result.exit_code == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        ": stages[0].qat: NNCF's fake-quantized TinyGPT gives non-finite outputs on the calibration split before any "
+        "training: quantization-aware training cannot start from it"), result.stderr

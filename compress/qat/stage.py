@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from compress.console import activity
 from compress.contracts import StageContext, StageResult
-from compress.errors import InputError, tool_failure
+from compress.errors import InputError, StageError, tool_failure
 
 if TYPE_CHECKING:
     import numpy as np
@@ -77,6 +77,7 @@ class QatStage:
 
     def run(self, model: torch.nn.Module, ctx: StageContext) -> StageResult:
         import nncf
+        import numpy as np
         import torch
 
         from compress.budget import Budget
@@ -100,15 +101,20 @@ class QatStage:
         batches = [calibration.take(slice(i, i + 32)).tensors() for i in range(0, len(calibration), 32)]
         activity(ctx.console, f"qat: int8 fake quantizers (NNCF) on {len(calibration)} calibration samples")
         try:
-            # weights per channel or per tensor as the formats will quantize them, so their grid is the one trained on
-            weights = nncf.quantization.advanced_parameters.QuantizationParameters(
-                per_channel=recipe.quantize.per_channel)
-            quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(calibration),
-                                      advanced_parameters=nncf.AdvancedQuantizationParameters(
-                                          weights_quantization_params=weights))
+            # weights per tensor when the formats will quantize them so, so that their grid is the one
+            # trained on (per channel is NNCF's own default; forcing it also reaches weights NNCF keeps
+            # per tensor, and TinyGPT then fails inside NNCF)
+            per_tensor = nncf.quantization.advanced_parameters.QuantizationParameters(per_channel=False)
+            advanced = {} if recipe.quantize.per_channel else {
+                "advanced_parameters": nncf.AdvancedQuantizationParameters(weights_quantization_params=per_tensor)}
+            quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(calibration), **advanced)
         except Exception as exc:
-            raise tool_failure("NNCF fake quantization", exc, field=f"stages.qat ({type(model).__name__})") from None
-        ptq_score = _score(quantized, ctx, reference)
+            raise tool_failure(f"NNCF fake quantization of {type(model).__name__}", exc, field="qat") from None
+        outputs = reference_outputs(quantized, ctx.data.calibration.inputs)
+        if not np.isfinite(outputs).all():  # nothing to train from: every step's loss would be NaN
+            raise StageError(f"NNCF's fake-quantized {type(fp32).__name__} gives non-finite outputs on the calibration "
+                             "split before any training: quantization-aware training cannot start from it", field="qat")
+        ptq_score = float(metric(outputs, ctx.data.calibration.y, reference=reference))
         per = "channel" if recipe.quantize.per_channel else "tensor"
         info: dict[str, Any] = {"fake_quantization": f"nncf {nncf.__version__}: int8, weights per {per}",
                                 "validation_metric": {"fp32": round(fp32_score, 6),
@@ -121,12 +127,12 @@ class QatStage:
                                    f"({ptq_score:.4f} against {fp32_score:.4f} in fp32): no fine-tuning")
                 return StageResult(model=fp32, info=info)
 
-        frozen = freeze_parameters(quantized, config.freeze, file=ctx.file, field="stages.qat.freeze")
+        frozen = freeze_parameters(quantized, config.freeze, file=ctx.file, field="qat.freeze")
         loss_fn = distillation_loss(ctx.task_kind, fp32, config.temperature,
                                     1.0 if ctx.data.train.y is None else config.alpha)
         history = fit(quantized, ctx.data.train, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
                       seed=ctx.seed, loss_fn=loss_fn, console=ctx.console, description="qat",
-                      weight_decay=config.weight_decay, max_steps=config.max_steps, lr_field="stages.qat.lr")
+                      weight_decay=config.weight_decay, max_steps=config.max_steps, lr_field="qat.lr")
         info["validation_metric"]["int8_after_qat"] = round(_score(quantized, ctx, reference), 6)
         info["epoch_losses"] = [round(v, 5) for v in history]
         if frozen:
