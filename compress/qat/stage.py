@@ -90,8 +90,8 @@ class QatStage:
         assert recipe.quantize is not None
         metric = ctx.plan.metric
         if ctx.data.calibration.y is None and metric.needs_labels:
-            raise InputError(f"qat scores int8 with {recipe.task.metric}, which needs labelled calibration data",
-                             file=ctx.file, field="data")
+            raise InputError(f"qat scores int8 with {recipe.task.metric}, which needs labelled calibration data "
+                             "(data)", file=ctx.file, field="qat")
         model = model.eval()
         fp32 = copy.deepcopy(model)  # the teacher, and the plain model the trained weights go back into
         reference = None if metric.needs_labels else reference_outputs(fp32, ctx.data.calibration.inputs)
