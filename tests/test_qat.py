@@ -126,3 +126,23 @@ def test_a_model_whose_fake_quantized_outputs_are_not_finite_fails_in_one_line(c
     assert result.stderr.strip().splitlines()[-1].endswith(
         ": stages[0].qat: NNCF's fake-quantized TinyGPT gives non-finite outputs on the calibration split before any "
         "training: quantization-aware training cannot start from it"), result.stderr
+
+
+@pytest.mark.slow
+def test_qat_scored_by_a_labelled_metric_on_unlabelled_data_is_refused(cli, write_recipe, tmp_path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from compress.zoo.digits import DigitsCNN
+
+    torch.manual_seed(0)
+    save_file(DigitsCNN(width=8).state_dict(), str(tmp_path / "weights.safetensors"))
+    np.savez(tmp_path / "images.npz", x=np.random.default_rng(0).random((120, 1, 8, 8), dtype=np.float32))  # no y
+    recipe = _recipe({})
+    recipe["model"] = {"factory": "compress.zoo.digits:DigitsCNN", "kwargs": {"width": 8},
+                       "weights": "weights.safetensors", "input": recipe["model"]["input"]}
+    recipe["data"] = {"source": "npz", "path": "images.npz", "batch_size": 64}
+    result = cli("run", write_recipe(recipe), "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        ": stages[0].qat: qat scores int8 with top1, which needs labelled calibration data (data)"), result.stderr
